@@ -1,0 +1,142 @@
+"""The `openai` provider: the official SDK's `AsyncOpenAI`, one client per app, errors mapped to problem codes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Literal
+
+import openai
+from openai import AsyncOpenAI, DefaultAioHttpClient
+from pydantic import ValidationError
+
+from webapp.ai.base import ChatMessage, ChatReply, TokenSink
+from webapp.audio import AudioClip, extension_for
+from webapp.config import Settings
+from webapp.errors import (
+    UpstreamAuthFailed,
+    UpstreamError,
+    UpstreamRateLimited,
+    UpstreamRejected,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+
+
+def map_sdk_error(exc: Exception) -> UpstreamError | None:
+    """The problem an SDK failure stands for, or None for an exception that is not the provider's doing."""
+    # Order matters: APITimeoutError is an APIConnectionError, RateLimitError an APIStatusError.
+    if isinstance(exc, openai.APITimeoutError):
+        return UpstreamTimeout("The AI provider did not answer in time.")
+    if isinstance(exc, openai.APIConnectionError):
+        return UpstreamUnavailable(f"Could not reach the AI provider: {exc}")
+    if isinstance(exc, openai.RateLimitError):
+        retry_after = exc.response.headers.get("retry-after") or "30"
+        return UpstreamRateLimited(
+            f"The AI provider's rate limit was reached: {exc.message}", headers={"Retry-After": retry_after}
+        )
+    if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
+        return UpstreamAuthFailed(f"The AI provider refused our credentials ({exc.status_code}).")
+    if isinstance(exc, openai.APIStatusError):
+        if exc.status_code >= 500:
+            return UpstreamUnavailable(f"The AI provider failed ({exc.status_code}).")
+        return UpstreamRejected(f"The AI provider rejected the request ({exc.status_code}): {exc.message}")
+    if isinstance(exc, json.JSONDecodeError | ValidationError | openai.APIResponseValidationError):
+        return UpstreamUnavailable("The AI provider sent a malformed response.")
+    if isinstance(exc, openai.APIError):  # e.g. an error event inside a stream
+        return UpstreamUnavailable(f"The AI provider reported an error: {exc.message}")
+    return None
+
+
+@asynccontextmanager
+async def _sdk_errors() -> AsyncIterator[None]:
+    try:
+        yield
+    except UpstreamError:
+        raise
+    except Exception as exc:
+        mapped = map_sdk_error(exc)
+        if mapped is None:
+            raise
+        raise mapped from exc
+
+
+class OpenAIProvider:
+    name: Literal["openai"] = "openai"
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._client = AsyncOpenAI(
+            api_key=settings.openai_api_key,
+            base_url=settings.openai_base_url,
+            timeout=settings.openai_timeout_seconds,
+            max_retries=settings.openai_max_retries,
+            http_client=DefaultAioHttpClient(),
+        )
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    async def chat(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        model: str,
+        temperature: float | None = None,
+        on_token: TokenSink | None = None,
+    ) -> ChatReply:
+        params: dict[str, Any] = {"model": model, "messages": list(messages)}
+        if temperature is not None:  # many models reject any non-default temperature
+            params["temperature"] = temperature
+        async with _sdk_errors():
+            if on_token is None:
+                return await self._complete(params)
+            return await self._stream(params, on_token)
+
+    async def _complete(self, params: dict[str, Any]) -> ChatReply:
+        completion = await self._client.chat.completions.create(**params)
+        if not completion.choices:
+            raise UpstreamUnavailable("The AI provider sent a reply with no choices.")
+        usage = completion.usage
+        return ChatReply(
+            text=completion.choices[0].message.content or "",
+            model=completion.model or params["model"],
+            prompt_tokens=usage.prompt_tokens if usage else None,
+            completion_tokens=usage.completion_tokens if usage else None,
+        )
+
+    async def _stream(self, params: dict[str, Any], on_token: TokenSink) -> ChatReply:
+        stream = await self._client.chat.completions.create(
+            **params, stream=True, stream_options={"include_usage": True}
+        )
+        parts: list[str] = []
+        model = params["model"]
+        prompt_tokens = completion_tokens = None
+        async with stream:
+            async for chunk in stream:
+                model = chunk.model or model
+                if chunk.usage is not None:
+                    prompt_tokens, completion_tokens = chunk.usage.prompt_tokens, chunk.usage.completion_tokens
+                for choice in chunk.choices:
+                    if choice.delta.content:
+                        parts.append(choice.delta.content)
+                        on_token(choice.delta.content)
+        return ChatReply("".join(parts), model, prompt_tokens, completion_tokens)
+
+    async def transcribe(self, clip: AudioClip) -> str:
+        # Every format we accept is one OpenAI accepts, so the recording is sent as uploaded, never transcoded.
+        upload = (f"speech{extension_for(clip.format)}", clip.path.read_bytes(), clip.content_type)
+        async with _sdk_errors():
+            result = await self._client.audio.transcriptions.create(model=self._settings.stt_model, file=upload)
+        return result.text.strip()
+
+    async def speak(self, text: str, *, voice: str) -> bytes:
+        async with _sdk_errors():
+            response = await self._client.audio.speech.create(
+                model=self._settings.tts_model,
+                voice=voice,
+                input=text,
+                response_format=self._settings.tts_format,
+            )
+        return response.content

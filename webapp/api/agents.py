@@ -1,0 +1,64 @@
+"""Agents and the sessions under them."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+
+from webapp.deps import AgentDep, DbDep, PageDep, RuntimeDep, SettingsDep
+from webapp.media import remove_session_media
+from webapp.schemas import AgentCreate, AgentRead, AgentUpdate, Page, SessionCreate, SessionRead
+from webapp.services import agents, sessions
+
+router = APIRouter(tags=["agents"])
+
+
+@router.post("/agents", status_code=status.HTTP_201_CREATED)
+async def create_agent(data: AgentCreate, db: DbDep, settings: SettingsDep, response: Response) -> AgentRead:
+    """Create an agent."""
+    agent = await agents.create_agent(db=db, settings=settings, data=data)
+    response.headers["Location"] = f"/api/v1/agents/{agent.id}"
+    return AgentRead.model_validate(agent)
+
+
+@router.get("/agents")
+async def list_agents(db: DbDep, page: PageDep) -> Page[AgentRead]:
+    """List agents, newest first."""
+    items, next_cursor = await agents.list_agents(db=db, limit=page.limit, cursor=page.cursor)
+    return Page[AgentRead](items=[AgentRead.model_validate(a) for a in items], next_cursor=next_cursor)
+
+
+@router.get("/agents/{agent_id}")
+async def get_agent(agent: AgentDep) -> AgentRead:
+    """Get one agent."""
+    return AgentRead.model_validate(agent)
+
+
+@router.patch("/agents/{agent_id}")
+async def update_agent(agent: AgentDep, data: AgentUpdate, db: DbDep, settings: SettingsDep) -> AgentRead:
+    """Change some of an agent's fields."""
+    return AgentRead.model_validate(await agents.update_agent(db=db, settings=settings, agent=agent, data=data))
+
+
+@router.delete("/agents/{agent_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_agent(agent: AgentDep, db: DbDep, runtime: RuntimeDep) -> None:
+    """Delete an agent with all its sessions, messages and audio."""
+    session_ids = await agents.delete_agent(db=db, agent=agent)
+    await db.commit()
+    await remove_session_media(runtime.settings, session_ids)
+
+
+@router.post("/agents/{agent_id}/sessions", status_code=status.HTTP_201_CREATED, tags=["sessions"])
+async def create_session(
+    agent: AgentDep, db: DbDep, response: Response, data: SessionCreate | None = None
+) -> SessionRead:
+    """Start a chat session with the agent."""
+    chat = await sessions.create_session(db=db, agent=agent, title=data.title if data else None)
+    response.headers["Location"] = f"/api/v1/sessions/{chat.id}"
+    return chat
+
+
+@router.get("/agents/{agent_id}/sessions", tags=["sessions"])
+async def list_sessions(agent: AgentDep, db: DbDep, page: PageDep) -> Page[SessionRead]:
+    """List the agent's sessions, most recently active first."""
+    items, next_cursor = await sessions.list_sessions(db=db, agent=agent, limit=page.limit, cursor=page.cursor)
+    return Page[SessionRead](items=items, next_cursor=next_cursor)

@@ -1,0 +1,99 @@
+"""Chat sessions and their messages."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, status
+from fastapi.responses import JSONResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from webapp.deps import ChatDep, DbDep, PageDep, RuntimeDep
+from webapp.media import remove_session_media
+from webapp.problems import PROBLEM_SCHEMA
+from webapp.schemas import MessageCreate, MessageRead, Page, SessionRead, SessionUpdate, TurnRead
+from webapp.services import chats, sessions
+from webapp.services.chats import DoneEvent, ErrorEvent, TokenEvent, TurnEvent
+
+router = APIRouter(tags=["sessions"])
+
+
+@router.get("/sessions/{session_id}")
+async def get_session(chat: ChatDep) -> SessionRead:
+    """Get one session, with its agent's id and name."""
+    session, agent = chat
+    return SessionRead.of(session, agent_name=agent.name)
+
+
+@router.patch("/sessions/{session_id}")
+async def rename_session(chat: ChatDep, data: SessionUpdate, db: DbDep) -> SessionRead:
+    """Rename a session."""
+    session, agent = chat
+    return await sessions.rename_session(db=db, chat=session, agent=agent, title=data.title)
+
+
+@router.delete("/sessions/{session_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_session(chat: ChatDep, db: DbDep, runtime: RuntimeDep) -> None:
+    """Delete a session with its messages and audio."""
+    await sessions.delete_session(db=db, chat=chat[0])
+    await db.commit()
+    await remove_session_media(runtime.settings, [chat[0].id])
+
+
+@router.get("/sessions/{session_id}/messages", tags=["messages"])
+async def list_messages(chat: ChatDep, db: DbDep, page: PageDep) -> Page[MessageRead]:
+    """The session's history, oldest first."""
+    items, next_cursor = await chats.list_messages(db=db, chat=chat[0], limit=page.limit, cursor=page.cursor)
+    return Page[MessageRead](items=items, next_cursor=next_cursor)
+
+
+def sse_event(event: TurnEvent) -> ServerSentEvent:
+    """A turn event as SSE: `token`, then `done` with the turn or `error` with a problem document."""
+    data: Any
+    match event:
+        case TokenEvent(delta=delta):
+            name, data = "token", {"delta": delta}
+        case DoneEvent(turn=turn):
+            name, data = "done", turn.model_dump(mode="json")
+        case ErrorEvent(error=error):
+            name, data = "error", error.problem()
+    return ServerSentEvent(json.dumps(data, ensure_ascii=False), event=name)
+
+
+async def _render(events: AsyncIterator[TurnEvent]) -> AsyncIterator[ServerSentEvent]:
+    async for event in events:
+        yield sse_event(event)
+
+
+@router.post(
+    "/sessions/{session_id}/messages",
+    status_code=status.HTTP_201_CREATED,
+    tags=["messages"],
+    responses={
+        201: {
+            "description": "Both stored messages; with `Accept: text/event-stream`, an SSE stream of `token` events "
+            "then one `done` (this same JSON) or `error` (a problem document) event.",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        502: {
+            "description": "The provider failed",
+            "content": {"application/problem+json": {"schema": PROBLEM_SCHEMA}},
+        },
+    },
+)
+async def send_message(
+    session_id: str,
+    data: MessageCreate,
+    runtime: RuntimeDep,
+    accept: Annotated[str, Header()] = "application/json",
+) -> Any:
+    """Send a message and get the agent's reply (streamed with `Accept: text/event-stream`)."""
+    # No request transaction here: the turn opens its own short ones around the call to the model.
+    turn = chats.start_turn(runtime, session_id=session_id, content=data.content)
+    if "text/event-stream" in accept:
+        await turn.user_message()  # errors before anything is stored keep their own status (404, 409)
+        return EventSourceResponse(_render(turn.events()), status_code=status.HTTP_201_CREATED, ping=15)
+    result: TurnRead = await turn.result()
+    return JSONResponse(result.model_dump(mode="json"), status_code=status.HTTP_201_CREATED)

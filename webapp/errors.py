@@ -1,0 +1,169 @@
+"""The application's error vocabulary.
+
+Every failure a client can cause or observe is an `AppError` subclass with a stable machine `code`; one handler in
+`webapp.main` renders them as RFC 9457 problem documents. This module is a leaf: anything may import it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+
+class AppError(Exception):
+    """Base class: an HTTP status, a stable code, a short title and a human-readable detail."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+    title: ClassVar[str] = "Internal error"
+
+    def __init__(self, detail: str | None = None, *, headers: Mapping[str, str] | None = None, **extra: Any) -> None:
+        self.detail = detail or self.title
+        self.headers = dict(headers or {})
+        self.extra = extra
+        super().__init__(self.detail)
+
+    def problem(self) -> dict[str, Any]:
+        """The RFC 9457 problem document for this error."""
+        return {
+            "type": f"urn:parley:problem:{self.code}",
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+            "code": self.code,
+            **self.extra,
+        }
+
+    def as_error_field(self) -> dict[str, str]:
+        """The `{"code", "detail"}` object stored on failed messages and voice turns."""
+        return {"code": self.code, "detail": self.detail}
+
+
+# --- not found -------------------------------------------------------------------------------------------------------
+
+
+class NotFound(AppError):
+    status = 404
+    title = "Not found"
+
+
+class AgentNotFound(NotFound):
+    code = "agent_not_found"
+    title = "Agent not found"
+
+
+class SessionNotFound(NotFound):
+    code = "session_not_found"
+    title = "Session not found"
+
+
+class MessageNotFound(NotFound):
+    code = "message_not_found"
+    title = "Message not found"
+
+
+class VoiceTurnNotFound(NotFound):
+    code = "voice_turn_not_found"
+    title = "Voice turn not found"
+
+
+class AudioNotFound(NotFound):
+    code = "audio_not_found"
+    title = "This message has no audio"
+
+
+class RouteNotFound(NotFound):
+    code = "not_found"
+
+
+# --- client input ----------------------------------------------------------------------------------------------------
+
+
+class ValidationFailed(AppError):
+    status = 422
+    code = "validation_failed"
+    title = "Validation failed"
+
+
+class AudioTooLarge(AppError):
+    status = 413
+    code = "audio_too_large"
+    title = "Audio upload too large"
+
+
+class UnsupportedAudio(AppError):
+    status = 415
+    code = "unsupported_audio"
+    title = "Unsupported audio"
+
+
+class AudioTooLong(AppError):
+    status = 422
+    code = "audio_too_long"
+    title = "Audio too long"
+
+
+class NoSpeechDetected(AppError):
+    status = 422
+    code = "no_speech_detected"
+    title = "No speech detected"
+
+
+class SessionBusy(AppError):
+    status = 409
+    code = "session_busy"
+    title = "Session busy"
+
+
+class NotReady(AppError):
+    status = 503
+    code = "not_ready"
+    title = "Not ready"
+
+
+# --- the model provider ----------------------------------------------------------------------------------------------
+
+
+class UpstreamError(AppError):
+    """The AI provider failed; the user's input is kept and the failure recorded."""
+
+    status = 502
+    code = "upstream_unavailable"
+    title = "AI provider unavailable"
+
+
+class UpstreamUnavailable(UpstreamError):
+    pass
+
+
+class UpstreamRejected(UpstreamError):
+    code = "upstream_rejected"
+    title = "AI provider rejected the request"
+
+
+class UpstreamAuthFailed(UpstreamError):
+    code = "upstream_auth_failed"
+    title = "AI provider refused our credentials"
+
+
+class UpstreamRateLimited(UpstreamError):
+    status = 503
+    code = "upstream_rate_limited"
+    title = "AI provider rate limit reached"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    code = "upstream_timeout"
+    title = "AI provider timed out"
+
+
+UPSTREAM_ERRORS: dict[str, type[UpstreamError]] = {
+    cls.code: cls
+    for cls in (UpstreamUnavailable, UpstreamRejected, UpstreamAuthFailed, UpstreamRateLimited, UpstreamTimeout)
+}
+
+
+def upstream_error_from_field(error: Mapping[str, str]) -> UpstreamError:
+    """Rebuild the exception recorded as a `{"code", "detail"}` field (used to answer for a failed stored turn)."""
+    return UPSTREAM_ERRORS.get(error["code"], UpstreamUnavailable)(error.get("detail"))

@@ -1,0 +1,65 @@
+"""The ASGI application: `create_app(settings)` builds it; `app` is the module-level instance uvicorn serves."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from pydantic import ValidationError
+
+from webapp import problems
+from webapp.ai import build_provider
+from webapp.api import agents, health, sessions
+from webapp.config import Settings, describe_error, get_settings
+from webapp.db import create_engine, create_sessionmaker
+from webapp.services.runtime import Runtime
+from webapp.services.turn_lock import TurnLocks
+
+API_PREFIX = "/api/v1"
+SHUTDOWN_GRACE_SECONDS = 10.0
+
+DESCRIPTION = """
+Parley: create agents (a name and a system prompt), open chat sessions with them, and talk by text or voice.
+
+Errors are `application/problem+json` documents (RFC 9457) with a stable `code`.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or _load_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings.database_url)
+        sessionmaker = create_sessionmaker(engine)
+        provider = build_provider(settings)
+        locks = TurnLocks(sessionmaker, busy_timeout=settings.session_busy_timeout_seconds)
+        runtime = Runtime(settings=settings, engine=engine, sessionmaker=sessionmaker, provider=provider, locks=locks)
+        app.state.runtime = runtime
+        try:
+            yield
+        finally:
+            await runtime.drain(SHUTDOWN_GRACE_SECONDS)
+            await provider.aclose()
+            await engine.dispose()
+
+    app = FastAPI(title="Parley", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    problems.install(app)
+    app.include_router(health.router)
+    for router in (agents.router, sessions.router):
+        app.include_router(router, prefix=API_PREFIX)
+    return app
+
+
+def _load_settings() -> Settings:
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        # One clear line instead of a traceback; uvicorn exits with this status.
+        print(f"parley: {describe_error(exc)}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+app = create_app()

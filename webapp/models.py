@@ -1,0 +1,81 @@
+"""ORM models. Relationships are `lazy="raise"`: load them explicitly with `selectinload`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from webapp.db import Base, UTCDateTime, new_id, utcnow
+
+
+def _same_as_created(context: Any) -> datetime:
+    created_at: datetime = context.get_current_parameters()["created_at"]
+    return created_at
+
+
+class TimestampMixin:
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_same_as_created, onupdate=utcnow)
+
+
+class Agent(TimestampMixin, Base):
+    __tablename__ = "agent"
+    __table_args__ = (Index("ix_agent_created_at_id", "created_at", "id"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(100))
+    prompt: Mapped[str] = mapped_column(Text)
+    model: Mapped[str] = mapped_column(String(200))
+    voice: Mapped[str] = mapped_column(String(100))
+    temperature: Mapped[float | None] = mapped_column(Float)
+
+    sessions: Mapped[list[ChatSession]] = relationship(
+        back_populates="agent", lazy="raise", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class ChatSession(TimestampMixin, Base):
+    __tablename__ = "chat_session"
+    __table_args__ = (Index("ix_chat_session_agent_id_activity_at", "agent_id", "activity_at", "id"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agent.id", ondelete="CASCADE"))
+    title: Mapped[str | None] = mapped_column(String(200))
+    message_count: Mapped[int] = mapped_column(Integer, default=0)
+    last_message_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Sort key for "most recently active first": the last message's time, or the creation time.
+    activity_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Cross-process turn lease (see services/turn_lock.py).
+    lease_token: Mapped[str | None] = mapped_column(String(36))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    agent: Mapped[Agent] = relationship(back_populates="sessions", lazy="raise")
+    messages: Mapped[list[Message]] = relationship(
+        back_populates="session", lazy="raise", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class Message(TimestampMixin, Base):
+    __tablename__ = "message"
+    __table_args__ = (UniqueConstraint("session_id", "seq"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    session_id: Mapped[str] = mapped_column(ForeignKey("chat_session.id", ondelete="CASCADE"))
+    # Position in the session, from the session's message counter: history order never depends on clocks or ids.
+    seq: Mapped[int] = mapped_column(Integer)
+    role: Mapped[str] = mapped_column(String(16))
+    content: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(16), default="text")
+    status: Mapped[str] = mapped_column(String(16), default="complete")
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    audio_path: Mapped[str | None] = mapped_column(String(500))
+    audio_content_type: Mapped[str | None] = mapped_column(String(100))
+    model: Mapped[str | None] = mapped_column(String(200))
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer)
+    completion_tokens: Mapped[int | None] = mapped_column(Integer)
+    latency_ms: Mapped[int | None] = mapped_column(Integer)
+
+    session: Mapped[ChatSession] = relationship(back_populates="messages", lazy="raise")

@@ -1,0 +1,174 @@
+"""Pydantic request and response bodies: `XCreate` / `XUpdate` in, `XRead` out."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from webapp import models
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Prompt = Annotated[str, StringConstraints(min_length=1, max_length=20_000)]
+ModelId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Voice = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Temperature = Annotated[float, Field(ge=0, le=2)]
+
+DEFAULT_TITLE = "New chat"
+
+T = TypeVar("T")
+
+
+class Input(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None = Field(description="Pass as `cursor` to get the next page; null on the last page.")
+
+
+# --- agents ----------------------------------------------------------------------------------------------------------
+
+
+class AgentCreate(Input):
+    name: Name
+    prompt: Prompt = Field(description="The system message that defines the agent.")
+    model: ModelId | None = Field(None, description="Chat model; the server's `CHAT_MODEL` when omitted.")
+    voice: Voice | None = Field(None, description="Text-to-speech voice; the server's `TTS_VOICE` when omitted.")
+    temperature: Temperature | None = Field(None, description="Sent to the model only when set.")
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"name": "Tutor", "prompt": "You are a patient maths tutor. Be brief."}]}
+    )
+
+
+class AgentUpdate(Input):
+    """Only the fields sent change. `model`, `voice` and `temperature` accept null: back to the server default."""
+
+    name: Name = None  # type: ignore[assignment]
+    prompt: Prompt = None  # type: ignore[assignment]
+    model: ModelId | None = None
+    voice: Voice | None = None
+    temperature: Temperature | None = None
+
+
+class AgentRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str
+    prompt: str
+    model: str
+    voice: str
+    temperature: float | None
+    created_at: datetime
+    updated_at: datetime
+
+
+# --- sessions --------------------------------------------------------------------------------------------------------
+
+
+class SessionCreate(Input):
+    title: Title | None = None
+
+
+class SessionUpdate(Input):
+    title: Title
+
+
+class SessionRead(BaseModel):
+    id: str
+    agent_id: str
+    agent_name: str
+    title: str
+    message_count: int
+    last_message_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, chat: models.ChatSession, *, agent_name: str) -> SessionRead:
+        return cls(
+            id=chat.id,
+            agent_id=chat.agent_id,
+            agent_name=agent_name,
+            title=chat.title or DEFAULT_TITLE,
+            message_count=chat.message_count,
+            last_message_at=chat.last_message_at,
+            created_at=chat.created_at,
+            updated_at=chat.updated_at,
+        )
+
+
+# --- messages --------------------------------------------------------------------------------------------------------
+
+
+class MessageCreate(Input):
+    content: Annotated[str, StringConstraints(min_length=1, max_length=32_000)]
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"content": "What is a prime number?"}]})
+
+
+class ErrorInfo(BaseModel):
+    code: str
+    detail: str
+
+
+class Usage(BaseModel):
+    prompt_tokens: int | None
+    completion_tokens: int | None
+
+
+class MessageRead(BaseModel):
+    id: str
+    session_id: str
+    role: Literal["user", "assistant"]
+    content: str
+    source: Literal["text", "voice"]
+    status: Literal["complete", "failed"]
+    error: ErrorInfo | None
+    audio_url: str | None
+    model: str | None
+    usage: Usage | None
+    latency_ms: int | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, message: models.Message) -> MessageRead:
+        has_usage = message.prompt_tokens is not None or message.completion_tokens is not None
+        return cls(
+            id=message.id,
+            session_id=message.session_id,
+            role=message.role,  # type: ignore[arg-type]
+            content=message.content,
+            source=message.source,  # type: ignore[arg-type]
+            status=message.status,  # type: ignore[arg-type]
+            error=ErrorInfo.model_validate(message.error) if message.error else None,
+            audio_url=f"/api/v1/messages/{message.id}/audio" if message.audio_path else None,
+            model=message.model,
+            usage=Usage(prompt_tokens=message.prompt_tokens, completion_tokens=message.completion_tokens)
+            if has_usage
+            else None,
+            latency_ms=message.latency_ms,
+            created_at=message.created_at,
+            updated_at=message.updated_at,
+        )
+
+
+class TurnRead(BaseModel):
+    user_message: MessageRead
+    assistant_message: MessageRead
+
+
+# --- health ----------------------------------------------------------------------------------------------------------
+
+
+class Readiness(BaseModel):
+    status: Literal["ready"]
+    database: Literal["ok"]
+    schema_: Literal["current"] = Field(alias="schema")
+    provider: Literal["openai", "offline"]

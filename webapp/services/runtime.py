@@ -1,0 +1,53 @@
+"""What the services need beyond a request: settings, database, provider, turn locks, background tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from webapp.ai.base import AIProvider
+from webapp.config import Settings
+from webapp.errors import AppError
+from webapp.services.turn_lock import TurnLocks
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    provider: AIProvider
+    locks: TurnLocks
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        """Run `coro` to completion even if the request that started it goes away."""
+        task = asyncio.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self._forget)
+        return task
+
+    def _forget(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()  # retrieved here so an unobserved failure is logged once, not warned about
+        if exc is not None and not isinstance(exc, AppError):
+            log.error("background task failed", exc_info=exc)
+
+    async def drain(self, grace_seconds: float) -> None:
+        """Let running turns finish (graceful shutdown); cancel what is still running after `grace_seconds`."""
+        if not self.tasks:
+            return
+        _, pending = await asyncio.wait(set(self.tasks), timeout=grace_seconds)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
