@@ -143,10 +143,10 @@ class MessageRead(BaseModel):
         return cls(
             id=message.id,
             session_id=message.session_id,
-            role=message.role,  # type: ignore[arg-type]
+            role=message.role,
             content=message.content,
-            source=message.source,  # type: ignore[arg-type]
-            status=message.status,  # type: ignore[arg-type]
+            source=message.source,
+            status=message.status,
             error=ErrorInfo.model_validate(message.error) if message.error else None,
             audio_url=f"/api/v1/messages/{message.id}/audio" if message.audio_path else None,
             model=message.model,

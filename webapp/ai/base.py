@@ -28,7 +28,8 @@ TokenSink = Callable[[str], None]
 
 
 class AIProvider(Protocol):
-    name: Literal["openai", "offline"]
+    @property
+    def name(self) -> Literal["openai", "offline"]: ...
 
     async def chat(
         self,

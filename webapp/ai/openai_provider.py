@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
+import aiohttp
 import openai
 from openai import AsyncOpenAI, DefaultAioHttpClient
 from pydantic import ValidationError
@@ -27,7 +28,7 @@ from webapp.errors import (
 def map_sdk_error(exc: Exception) -> UpstreamError | None:
     """The problem an SDK failure stands for, or None for an exception that is not the provider's doing."""
     # Order matters: APITimeoutError is an APIConnectionError, RateLimitError an APIStatusError.
-    if isinstance(exc, openai.APITimeoutError):
+    if isinstance(exc, openai.APITimeoutError) and not _refused_connection(exc):
         return UpstreamTimeout("The AI provider did not answer in time.")
     if isinstance(exc, openai.APIConnectionError):
         return UpstreamUnavailable(f"Could not reach the AI provider: {exc}")
@@ -47,6 +48,22 @@ def map_sdk_error(exc: Exception) -> UpstreamError | None:
     if isinstance(exc, openai.APIError):  # e.g. an error event inside a stream
         return UpstreamUnavailable(f"The AI provider reported an error: {exc.message}")
     return None
+
+
+def _refused_connection(exc: BaseException) -> bool:
+    """True when a "timeout" is really a refused or dropped connection.
+
+    The SDK's aiohttp transport reports every aiohttp connection error as a connect timeout; the original error is
+    still on the cause chain, so look there before answering 504 for what is really an unreachable server.
+    """
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None:
+        if isinstance(cause, aiohttp.ServerTimeoutError | aiohttp.SocketTimeoutError | TimeoutError):
+            return False
+        if isinstance(cause, aiohttp.ClientConnectionError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 @asynccontextmanager

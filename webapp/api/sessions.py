@@ -91,8 +91,9 @@ async def send_message(
 ) -> Any:
     """Send a message and get the agent's reply (streamed with `Accept: text/event-stream`)."""
     # No request transaction here: the turn opens its own short ones around the call to the model.
-    turn = chats.start_turn(runtime, session_id=session_id, content=data.content)
-    if "text/event-stream" in accept:
+    stream = "text/event-stream" in accept
+    turn = chats.start_turn(runtime, session_id=session_id, content=data.content, stream=stream)
+    if stream:
         await turn.user_message()  # errors before anything is stored keep their own status (404, 409)
         return EventSourceResponse(_render(turn.events()), status_code=status.HTTP_201_CREATED, ping=15)
     result: TurnRead = await turn.result()

@@ -93,7 +93,7 @@ async def build_context(db: AsyncSession, *, agent: Agent, session_id: str, budg
         cost = estimate_tokens(content)
         if history and cost > remaining:
             break
-        history.append({"role": role, "content": content})
+        history.append(ChatMessage(role="user" if role == "user" else "assistant", content=content))
         remaining -= cost
     history.reverse()
     return [{"role": "system", "content": agent.prompt}, *history]
@@ -214,7 +214,8 @@ class RunningTurn:
 
     async def user_message(self) -> MessageRead:
         """The stored user message; raises what stopped the turn before it was stored (404, 409)."""
-        await asyncio.wait({self.stored, self.task}, return_when=asyncio.FIRST_COMPLETED)
+        waiting: set[asyncio.Future[Any]] = {self.stored, self.task}
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         if self.stored.done() and not self.stored.cancelled():
             return self.stored.result()
         self.task.result()
@@ -238,8 +239,11 @@ class RunningTurn:
             raise error
 
 
-def start_turn(runtime: Runtime, *, session_id: str, content: str) -> RunningTurn:
-    """Start a typed turn in the background: it waits for the session's turn lock, then runs to completion."""
+def start_turn(runtime: Runtime, *, session_id: str, content: str, stream: bool = False) -> RunningTurn:
+    """Start a typed turn in the background: it waits for the session's turn lock, then runs to completion.
+
+    With `stream`, the reply is requested as a stream and its pieces are offered through `RunningTurn.events`.
+    """
     loop = asyncio.get_running_loop()
     stored: asyncio.Future[MessageRead] = loop.create_future()
     tokens: asyncio.Queue[Any] = asyncio.Queue()
@@ -247,7 +251,7 @@ def start_turn(runtime: Runtime, *, session_id: str, content: str) -> RunningTur
     async def turn() -> TurnRead:
         try:
             async with runtime.locks.hold(session_id):
-                hooks = TurnHooks(on_user_stored=stored, on_token=tokens)
+                hooks = TurnHooks(on_user_stored=stored, on_token=tokens if stream else None)
                 return await run_turn(runtime, session_id=session_id, content=content, hooks=hooks)
         finally:
             tokens.put_nowait(_END)

@@ -1,0 +1,216 @@
+"""A fake OpenAI-compatible HTTP server on 127.0.0.1, for driving the real `openai` SDK in tests.
+
+It runs in its own thread and event loop. By default it answers like OpenAI would (chat completions, streamed or
+not, transcriptions and speech); tests queue one-shot `Scripted` answers per endpoint to inject latency, errors and
+malformed bodies, and read back every request it received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+import threading
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+CHAT = "/v1/chat/completions"
+TRANSCRIBE = "/v1/audio/transcriptions"
+SPEECH = "/v1/audio/speech"
+
+
+@dataclass
+class Scripted:
+    """One scripted answer. `stream` replaces the reply's text pieces; `raw` sends a body verbatim."""
+
+    status: int = 200
+    body: Any = None
+    raw: bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    stream: list[str] | None = None
+    chunk_delay: float = 0.0
+    drop_connection: bool = False
+    broken_chunk: bool = False
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    json: Any = None
+    form: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, tuple[str, str, bytes]] = field(default_factory=dict)
+
+
+def error_body(message: str, kind: str = "invalid_request_error", code: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+
+
+class FakeOpenAI:
+    def __init__(self) -> None:
+        self.requests: list[Received] = []
+        self.transcript = "hello from the fake transcriber"
+        self.speech_audio = b"ID3fake-mp3"
+        self.reply_delay = 0.0
+        self._scripts: dict[str, deque[Scripted]] = defaultdict(deque)
+        self._lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        self._runner: web.AppRunner | None = None
+        self.port = _free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+
+    # --- control from tests ------------------------------------------------------------------------------------------
+
+    def push(self, path: str, *answers: Scripted) -> None:
+        with self._lock:
+            self._scripts[path].extend(answers)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._scripts.clear()
+            self.requests.clear()
+        self.transcript = "hello from the fake transcriber"
+        self.speech_audio = b"ID3fake-mp3"
+        self.reply_delay = 0.0
+
+    def received(self, path: str) -> list[Received]:
+        return [r for r in self.requests if r.path == path]
+
+    # --- lifecycle ---------------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        ready = threading.Event()
+        threading.Thread(target=self._serve, args=(ready,), daemon=True, name="fake-openai").start()
+        if not ready.wait(10):
+            raise RuntimeError("fake OpenAI server did not start")
+
+    def stop(self) -> None:
+        async def shutdown() -> None:
+            if self._runner is not None:
+                await self._runner.cleanup()
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+
+    def _serve(self, ready: threading.Event) -> None:
+        asyncio.set_event_loop(self._loop)
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post(CHAT, self._chat)
+        app.router.add_post(TRANSCRIBE, self._transcribe)
+        app.router.add_post(SPEECH, self._speech)
+        self._runner = web.AppRunner(app, access_log=None)
+        self._loop.run_until_complete(self._runner.setup())
+        self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
+        ready.set()
+        self._loop.run_forever()
+
+    # --- handlers ----------------------------------------------------------------------------------------------------
+
+    def _next(self, path: str) -> Scripted | None:
+        with self._lock:
+            queue = self._scripts.get(path)
+            return queue.popleft() if queue else None
+
+    async def _scripted(self, request: web.Request, script: Scripted) -> web.StreamResponse | None:
+        """Answer as scripted, or None when the script only adds latency to the default answer."""
+        if script.delay:
+            await asyncio.sleep(script.delay)
+        if script.drop_connection:
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response(status=500)
+        if script.raw is not None:
+            return web.Response(
+                status=script.status, body=script.raw, headers=script.headers, content_type="application/json"
+            )
+        if script.body is not None or script.status != 200:
+            return web.json_response(script.body, status=script.status, headers=script.headers)
+        return None
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.requests.append(Received(CHAT, dict(request.headers), json=body))
+        script = self._next(CHAT) or Scripted()
+        answer = await self._scripted(request, script)
+        if answer is not None:
+            return answer
+        if self.reply_delay:
+            await asyncio.sleep(self.reply_delay)
+        last_user = next((m["content"] for m in reversed(body["messages"]) if m["role"] == "user"), "")
+        text = f"Echo: {last_user}"
+        model = body["model"]
+        prompt_tokens = sum(len(str(m["content"]).split()) for m in body["messages"])
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": len(text.split()),
+            "total_tokens": prompt_tokens + len(text.split()),
+        }
+        if not body.get("stream"):
+            return web.json_response(
+                {
+                    "id": "chatcmpl-fake",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "finish_reason": "stop",
+                            "message": {"role": "assistant", "content": text, "refusal": None},
+                        }
+                    ],
+                    "usage": usage,
+                }
+            )
+        pieces = script.stream if script.stream is not None else re.findall(r"\S+\s*", text)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+
+        async def send(chunk: dict[str, Any]) -> None:
+            await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+
+        base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
+        await send({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})
+        for piece in pieces:
+            if script.chunk_delay:
+                await asyncio.sleep(script.chunk_delay)
+            await send({**base, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
+        if script.broken_chunk:
+            await response.write(b"data: {not json\n\n")
+        await send({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        if (body.get("stream_options") or {}).get("include_usage"):
+            await send({**base, "choices": [], "usage": usage})
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    async def _transcribe(self, request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        received = Received(TRANSCRIBE, dict(request.headers))
+        for key, value in form.items():
+            if isinstance(value, web.FileField):
+                received.files[key] = (value.filename, value.content_type, value.file.read())
+            else:
+                received.form[key] = value
+        self.requests.append(received)
+        answer = await self._scripted(request, self._next(TRANSCRIBE) or Scripted())
+        return answer or web.json_response({"text": self.transcript})
+
+    async def _speech(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.requests.append(Received(SPEECH, dict(request.headers), json=body))
+        answer = await self._scripted(request, self._next(SPEECH) or Scripted())
+        return answer or web.Response(body=self.speech_audio, content_type="audio/mpeg")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port

@@ -1,0 +1,135 @@
+"""Agents: create, read, list (newest first, cursor pages), update, delete with everything under it."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.helpers import create_agent, create_session
+from webapp.config import Settings
+
+
+async def test_create_returns_201_location_and_defaults(client: httpx.AsyncClient, settings: Settings) -> None:
+    response = await client.post("/agents", json={"name": "  Tutor ", "prompt": "Be brief."})
+    assert response.status_code == 201
+    agent = response.json()
+    assert response.headers["location"] == f"/api/v1/agents/{agent['id']}"
+    assert agent["name"] == "Tutor"
+    assert agent["model"] == settings.chat_model
+    assert agent["voice"] == settings.tts_voice
+    assert agent["temperature"] is None
+    assert agent["created_at"].endswith(("Z", "+00:00"))
+    assert len(agent["id"]) >= 32 and not agent["id"].isdigit()
+    fetched = await client.get(response.headers["location"].removeprefix("/api/v1"))
+    assert fetched.json() == agent
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"prompt": "p"}, "name"),
+        ({"name": "", "prompt": "p"}, "name"),
+        ({"name": "   ", "prompt": "p"}, "name"),
+        ({"name": "x" * 101, "prompt": "p"}, "name"),
+        ({"name": "n", "prompt": ""}, "prompt"),
+        ({"name": "n", "prompt": "p" * 20_001}, "prompt"),
+        ({"name": "n", "prompt": "p", "temperature": 2.5}, "temperature"),
+        ({"name": "n", "prompt": "p", "temperature": -0.1}, "temperature"),
+        ({"name": "n", "prompt": "p", "surprise": 1}, "surprise"),
+    ],
+)
+async def test_invalid_agent_is_a_422_problem(client: httpx.AsyncClient, body: dict[str, object], field: str) -> None:
+    response = await client.post("/agents", json=body)
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["code"] == "validation_failed"
+    assert problem["status"] == 422
+    assert {"type", "title", "detail"} <= problem.keys()
+    assert any(error["loc"][-1] == field for error in problem["errors"])
+
+
+@pytest.mark.parametrize("payload", [b"{not json", b"[]", b'"text"'])
+async def test_malformed_body_is_a_422_problem(client: httpx.AsyncClient, payload: bytes) -> None:
+    response = await client.post("/agents", content=payload, headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert response.json()["code"] == "validation_failed"
+
+
+@pytest.mark.parametrize("agent_id", ["nope", "0", "00000000-0000-0000-0000-000000000000", "%20", "a" * 300])
+async def test_unknown_agent_is_404(client: httpx.AsyncClient, agent_id: str) -> None:
+    for method in ("GET", "PATCH", "DELETE"):
+        response = await client.request(method, f"/agents/{agent_id}", json={} if method == "PATCH" else None)
+        assert response.status_code == 404, (method, response.text)
+        assert response.json()["code"] == "agent_not_found"
+        assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_unknown_route_and_method_are_problems(client: httpx.AsyncClient) -> None:
+    missing = await client.get("/nothing-here")
+    assert missing.status_code == 404 and missing.json()["code"] == "not_found"
+    wrong = await client.put("/agents")
+    assert wrong.status_code == 405 and wrong.json()["code"] == "method_not_allowed"
+
+
+async def test_list_is_newest_first_and_paginates(client: httpx.AsyncClient) -> None:
+    created = [await create_agent(client, name=f"Agent {i}") for i in range(5)]
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params: dict[str, str | int] = {"limit": 2} | ({"cursor": cursor} if cursor else {})
+        page = (await client.get("/agents", params=params)).json()
+        assert len(page["items"]) <= 2
+        seen += [a["id"] for a in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [a["id"] for a in reversed(created)]
+
+
+@pytest.mark.parametrize("params", [{"limit": 0}, {"limit": 101}, {"limit": "x"}, {"cursor": "garbage!"}])
+async def test_bad_page_parameters_are_422(client: httpx.AsyncClient, params: dict[str, object]) -> None:
+    response = await client.get("/agents", params=params)
+    assert response.status_code == 422
+    assert response.json()["code"] == "validation_failed"
+
+
+async def test_patch_changes_only_what_is_sent(client: httpx.AsyncClient, settings: Settings) -> None:
+    agent = await create_agent(client, temperature=0.5, model="custom-model")
+    response = await client.patch(f"/agents/{agent['id']}", json={"prompt": "New prompt."})
+    assert response.status_code == 200
+    updated = response.json()
+    assert updated["prompt"] == "New prompt."
+    assert updated["name"] == agent["name"] and updated["temperature"] == 0.5 and updated["model"] == "custom-model"
+    assert updated["updated_at"] > agent["updated_at"]
+
+    reset = (await client.patch(f"/agents/{agent['id']}", json={"temperature": None, "model": None})).json()
+    assert reset["temperature"] is None
+    assert reset["model"] == settings.chat_model
+
+
+@pytest.mark.parametrize("body", [{"name": None}, {"prompt": None}, {"name": ""}, {"temperature": 3}, {"x": 1}])
+async def test_invalid_patch_is_422_and_changes_nothing(client: httpx.AsyncClient, body: dict[str, object]) -> None:
+    agent = await create_agent(client)
+    response = await client.patch(f"/agents/{agent['id']}", json=body)
+    assert response.status_code == 422
+    assert (await client.get(f"/agents/{agent['id']}")).json() == agent
+
+
+async def test_delete_removes_agent_sessions_and_messages(client: httpx.AsyncClient) -> None:
+    agent = await create_agent(client)
+    other = await create_agent(client, name="Other")
+    session = await create_session(client, agent["id"])
+    kept = await create_session(client, other["id"])
+    sent = await client.post(f"/sessions/{session['id']}/messages", json={"content": "hi"})
+    assert sent.status_code == 201
+    message_id = sent.json()["user_message"]["id"]
+
+    response = await client.delete(f"/agents/{agent['id']}")
+    assert response.status_code == 204 and response.content == b""
+    assert (await client.get(f"/agents/{agent['id']}")).status_code == 404
+    assert (await client.get(f"/sessions/{session['id']}")).json()["code"] == "session_not_found"
+    assert (await client.get(f"/sessions/{session['id']}/messages")).status_code == 404
+    assert (await client.get(f"/messages/{message_id}/audio")).status_code == 404
+    assert (await client.get(f"/sessions/{kept['id']}")).status_code == 200
+    assert (await client.delete(f"/agents/{agent['id']}")).status_code == 404

@@ -1,0 +1,102 @@
+"""Streaming replies over SSE: token events then `done` (or `error`), and a disconnect that loses nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import openai_settings
+from tests.fake_openai import CHAT, FakeOpenAI, Scripted, error_body
+from tests.helpers import create_agent, create_session, history, parse_sse
+from webapp.config import Settings
+
+SSE = {"accept": "text/event-stream"}
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path, upstream: FakeOpenAI) -> Settings:
+    return openai_settings(database_url, tmp_path, upstream)
+
+
+async def test_stream_sends_tokens_then_done_with_the_stored_turn(
+    client: httpx.AsyncClient, upstream: FakeOpenAI
+) -> None:
+    agent = await create_agent(client)
+    session = await create_session(client, agent["id"])
+    upstream.push(CHAT, Scripted(stream=["Hel", "lo", " there", "!"]))
+    response = await client.post(f"/sessions/{session['id']}/messages", json={"content": "hi"}, headers=SSE)
+    assert response.status_code == 201
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = parse_sse(response.text)
+    assert events[:4] == [("token", {"delta": d}) for d in ["Hel", "lo", " there", "!"]]
+    name, done = events[-1]
+    assert name == "done" and len(events) == 5
+    assert done["assistant_message"]["content"] == "Hello there!"
+    assert done["assistant_message"]["usage"]["completion_tokens"] > 0  # from the stream's usage chunk
+    assert upstream.received(CHAT)[0].json["stream"] is True
+    assert upstream.received(CHAT)[0].json["stream_options"] == {"include_usage": True}
+    assert await history(client, session["id"]) == [done["user_message"], done["assistant_message"]]
+
+
+async def test_offline_provider_streams_too(database_url: str, tmp_path: Path) -> None:
+    from tests.conftest import make_settings, serve
+
+    async with serve(make_settings(database_url, tmp_path)) as client:
+        agent = await create_agent(client)
+        session = await create_session(client, agent["id"])
+        response = await client.post(f"/sessions/{session['id']}/messages", json={"content": "hi"}, headers=SSE)
+    events = parse_sse(response.text)
+    tokens = "".join(data["delta"] for name, data in events if name == "token")
+    assert len(events) > 3 and events[-1][0] == "done"
+    assert tokens == events[-1][1]["assistant_message"]["content"]
+
+
+async def test_stream_error_event_is_a_problem_and_failure_is_stored(
+    client: httpx.AsyncClient, upstream: FakeOpenAI
+) -> None:
+    agent = await create_agent(client)
+    session = await create_session(client, agent["id"])
+    upstream.push(CHAT, Scripted(status=401, body=error_body("bad key")))
+    response = await client.post(f"/sessions/{session['id']}/messages", json={"content": "hi"}, headers=SSE)
+    events = parse_sse(response.text)
+    assert [name for name, _ in events] == ["error"]
+    problem = events[0][1]
+    assert problem["code"] == "upstream_auth_failed" and problem["status"] == 502
+    assert [m["status"] for m in await history(client, session["id"])] == ["complete", "failed"]
+
+
+async def test_malformed_stream_chunk_ends_with_error_event(client: httpx.AsyncClient, upstream: FakeOpenAI) -> None:
+    agent = await create_agent(client)
+    session = await create_session(client, agent["id"])
+    upstream.push(CHAT, Scripted(stream=["partial "], broken_chunk=True))
+    response = await client.post(f"/sessions/{session['id']}/messages", json={"content": "hi"}, headers=SSE)
+    events = parse_sse(response.text)
+    assert events[0] == ("token", {"delta": "partial "})
+    assert events[-1][0] == "error" and events[-1][1]["code"] == "upstream_unavailable"
+    failed = (await history(client, session["id"]))[-1]
+    assert failed["status"] == "failed" and failed["error"]["code"] == "upstream_unavailable"
+
+
+async def test_client_disconnect_mid_stream_still_stores_the_reply(live_url: str, upstream: FakeOpenAI) -> None:
+    async with httpx.AsyncClient(base_url=f"{live_url}/api/v1") as client:
+        agent = await create_agent(client)
+        session = await create_session(client, agent["id"])
+        words = [f"w{i} " for i in range(20)]
+        upstream.push(CHAT, Scripted(stream=words, chunk_delay=0.05))
+        async with client.stream(
+            "POST", f"/sessions/{session['id']}/messages", json={"content": "tell me"}, headers=SSE
+        ) as response:
+            assert response.status_code == 201
+            async for line in response.aiter_lines():
+                if line.startswith("event: token"):
+                    break  # leave after the first token: the client goes away
+        for _ in range(100):
+            messages = await history(client, session["id"])
+            if len(messages) == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert [m["role"] for m in messages] == ["user", "assistant"]
+        assert messages[1]["content"] == "".join(words) and messages[1]["status"] == "complete"
