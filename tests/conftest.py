@@ -76,7 +76,7 @@ def database_url(migrated_database: str, tmp_path: Path) -> str:
 
             conn = await asyncpg.connect(TEST_DATABASE_URL.replace("postgresql+asyncpg", "postgresql"))
             try:
-                await conn.execute("TRUNCATE agent, chat_session, message CASCADE")
+                await conn.execute("TRUNCATE agent, chat_session, message, voice_turn CASCADE")
             finally:
                 await conn.close()
 

@@ -214,3 +214,32 @@ def _free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve standalone until SIGINT/SIGTERM: `python -m tests.fake_openai --port 8099 --reply-delay 0.1`."""
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(description="A fake OpenAI-compatible server on 127.0.0.1.")
+    parser.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
+    parser.add_argument("--reply-delay", type=float, default=0.0, help="seconds before each chat reply")
+    args = parser.parse_args(argv)
+
+    fake = FakeOpenAI()
+    if args.port:
+        fake.port = args.port
+        fake.base_url = f"http://127.0.0.1:{fake.port}/v1"
+    fake.reply_delay = args.reply_delay
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    fake.start()
+    print(f"fake OpenAI serving at {fake.base_url}", flush=True)
+    while not stop.wait(1.0):
+        fake.requests.clear()  # standalone, nobody reads them back: keep memory flat under load
+    fake.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     context_token_budget: int = Field(16_000, ge=256)
     session_busy_timeout_seconds: float = Field(120.0, gt=0)
     voice_workers: int = Field(2, ge=1, le=64)
+    voice_heartbeat_seconds: float = Field(5.0, gt=0)
 
     @model_validator(mode="after")
     def _choose_provider(self) -> Settings:

@@ -1,4 +1,8 @@
-"""Dependencies as `Annotated` aliases; the `*Dep` loaders fetch a resource or raise its 404."""
+"""Dependencies as `Annotated` aliases; the `*Dep` loaders fetch a resource or raise its 404.
+
+Every dependency is `async def`, even the trivial ones: FastAPI runs plain functions in a thread pool, which costs a
+thread hop per request and lets requests overtake each other.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from webapp.services import agents, sessions
 from webapp.services.runtime import Runtime
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -23,7 +27,7 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_settings(runtime: RuntimeDep) -> Settings:
+async def get_settings(runtime: RuntimeDep) -> Settings:
     return runtime.settings
 
 
@@ -46,7 +50,7 @@ class PageParams:
     cursor: str | None
 
 
-def get_page_params(
+async def get_page_params(
     limit: Annotated[int, Query(ge=1, le=100, description="Items per page.")] = 20,
     cursor: Annotated[str | None, Query(description="`next_cursor` from the previous page.")] = None,
 ) -> PageParams:

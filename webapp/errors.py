@@ -115,6 +115,12 @@ class SessionBusy(AppError):
     title = "Session busy"
 
 
+class TurnInterrupted(AppError):
+    status = 503
+    code = "interrupted"
+    title = "Interrupted by a server restart"
+
+
 class NotReady(AppError):
     status = 503
     code = "not_ready"
@@ -158,12 +164,13 @@ class UpstreamTimeout(UpstreamError):
     title = "AI provider timed out"
 
 
-UPSTREAM_ERRORS: dict[str, type[UpstreamError]] = {
-    cls.code: cls
-    for cls in (UpstreamUnavailable, UpstreamRejected, UpstreamAuthFailed, UpstreamRateLimited, UpstreamTimeout)
-}
+def _codes(cls: type[AppError]) -> dict[str, type[AppError]]:
+    found = {cls.code: cls}
+    for sub in cls.__subclasses__():
+        found.update(_codes(sub))
+    return found
 
 
-def upstream_error_from_field(error: Mapping[str, str]) -> UpstreamError:
-    """Rebuild the exception recorded as a `{"code", "detail"}` field (used to answer for a failed stored turn)."""
-    return UPSTREAM_ERRORS.get(error["code"], UpstreamUnavailable)(error.get("detail"))
+def error_from_field(error: Mapping[str, str]) -> AppError:
+    """Rebuild the exception recorded as a `{"code", "detail"}` field (to answer for a failed stored turn)."""
+    return _codes(AppError).get(error["code"], AppError)(error.get("detail"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,10 +12,11 @@ from pydantic import ValidationError
 
 from webapp import problems
 from webapp.ai import build_provider
-from webapp.api import agents, health, sessions
+from webapp.api import agents, health, messages, sessions, voice
 from webapp.config import Settings, describe_error, get_settings
 from webapp.db import create_engine, create_sessionmaker
-from webapp.services.runtime import Runtime
+from webapp.services import voice as voice_service
+from webapp.services.runtime import Runtime, cancel_and_wait
 from webapp.services.turn_lock import TurnLocks
 
 API_PREFIX = "/api/v1"
@@ -36,11 +38,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sessionmaker = create_sessionmaker(engine)
         provider = build_provider(settings)
         locks = TurnLocks(sessionmaker, busy_timeout=settings.session_busy_timeout_seconds)
-        runtime = Runtime(settings=settings, engine=engine, sessionmaker=sessionmaker, provider=provider, locks=locks)
+        runtime = Runtime(
+            settings=settings,
+            engine=engine,
+            sessionmaker=sessionmaker,
+            provider=provider,
+            locks=locks,
+            voice_slots=asyncio.Semaphore(settings.voice_workers),
+        )
         app.state.runtime = runtime
+        recovery = asyncio.create_task(voice_service.recover_forever(runtime))
         try:
             yield
         finally:
+            await cancel_and_wait(recovery)
             await runtime.drain(SHUTDOWN_GRACE_SECONDS)
             await provider.aclose()
             await engine.dispose()
@@ -48,7 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Parley", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     problems.install(app)
     app.include_router(health.router)
-    for router in (agents.router, sessions.router):
+    for router in (agents.router, sessions.router, voice.router, messages.router):
         app.include_router(router, prefix=API_PREFIX)
     return app
 

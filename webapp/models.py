@@ -79,3 +79,25 @@ class Message(TimestampMixin, Base):
     latency_ms: Mapped[int | None] = mapped_column(Integer)
 
     session: Mapped[ChatSession] = relationship(back_populates="messages", lazy="raise")
+
+
+class VoiceTurn(TimestampMixin, Base):
+    """One push-to-talk round trip. The recording is kept in `upload_path` from the moment it is accepted."""
+
+    __tablename__ = "voice_turn"
+    __table_args__ = (Index("ix_voice_turn_status_heartbeat_at", "status", "heartbeat_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    session_id: Mapped[str] = mapped_column(ForeignKey("chat_session.id", ondelete="CASCADE"), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    upload_path: Mapped[str] = mapped_column(String(500))
+    upload_format: Mapped[str] = mapped_column(String(16))
+    user_message_id: Mapped[str | None] = mapped_column(String(36))
+    assistant_message_id: Mapped[str | None] = mapped_column(String(36))
+    transcript: Mapped[str | None] = mapped_column(Text)
+    reply_text: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    timings_ms: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    # Liveness of whichever worker runs the turn: a turn whose heartbeat stops is picked up by another (or at
+    # start-up), so a crash never strands a recording.
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -164,6 +164,44 @@ class TurnRead(BaseModel):
     assistant_message: MessageRead
 
 
+# --- voice turns -----------------------------------------------------------------------------------------------------
+
+VoiceStatus = Literal["queued", "transcribing", "thinking", "speaking", "done", "failed"]
+
+
+class VoiceTurnRead(BaseModel):
+    id: str
+    session_id: str
+    status: VoiceStatus
+    user_message_id: str | None
+    assistant_message_id: str | None
+    transcript: str | None
+    reply_text: str | None
+    reply_audio_url: str | None
+    error: ErrorInfo | None
+    timings_ms: dict[str, int] = Field(description="Milliseconds spent in each finished stage.")
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, turn: models.VoiceTurn) -> VoiceTurnRead:
+        done = turn.status == "done" and turn.assistant_message_id is not None
+        return cls(
+            id=turn.id,
+            session_id=turn.session_id,
+            status=turn.status,
+            user_message_id=turn.user_message_id,
+            assistant_message_id=turn.assistant_message_id,
+            transcript=turn.transcript,
+            reply_text=turn.reply_text,
+            reply_audio_url=f"/api/v1/messages/{turn.assistant_message_id}/audio" if done else None,
+            error=ErrorInfo.model_validate(turn.error) if turn.error else None,
+            timings_ms=dict(turn.timings_ms or {}),
+            created_at=turn.created_at,
+            updated_at=turn.updated_at,
+        )
+
+
 # --- health ----------------------------------------------------------------------------------------------------------
 
 

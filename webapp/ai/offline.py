@@ -31,7 +31,7 @@ def compose_reply(messages: Sequence[ChatMessage]) -> str:
     first_sentence = re.split(r"(?<=[.!?])\s", system.strip(), maxsplit=1)[0]
     return (
         f"[Offline mode: no AI model is connected.] You said: “{said}”. "
-        f"My instructions begin: “{_shorten(first_sentence, 120)}”. "
+        f"My instructions begin: “{_shorten(first_sentence, 120)}” "
         f"This is your message number {len(users)} in this chat. "
         "Set OPENAI_API_KEY to talk to a real model."
     )

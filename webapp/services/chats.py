@@ -112,6 +112,13 @@ class TurnHooks:
     on_token: asyncio.Queue[str] | None = None
 
 
+@dataclass
+class TurnOutcome:
+    turn: TurnRead
+    error: UpstreamError | None
+    """Set when the provider failed; `turn.assistant_message` then records that failure."""
+
+
 async def run_turn(
     runtime: Runtime,
     *,
@@ -120,8 +127,8 @@ async def run_turn(
     source: str = "text",
     user_fields: dict[str, Any] | None = None,
     hooks: TurnHooks | None = None,
-) -> TurnRead:
-    """One exchange; the caller holds the session's turn lock. Raises the provider's error after recording it."""
+) -> TurnOutcome:
+    """One exchange, with the caller holding the session's turn lock."""
     hooks = hooks or TurnHooks()
     async with runtime.sessionmaker.begin() as db:
         _, agent = await get_session(db=db, session_id=session_id)
@@ -178,9 +185,7 @@ async def run_turn(
                 model=model,
                 latency_ms=latency_ms,
             )
-    if failure is not None:
-        raise failure
-    return TurnRead(user_message=user_read, assistant_message=MessageRead.of(assistant))
+    return TurnOutcome(TurnRead(user_message=user_read, assistant_message=MessageRead.of(assistant)), failure)
 
 
 # --- a text turn running in the background ---------------------------------------------------------------------------
@@ -252,7 +257,10 @@ def start_turn(runtime: Runtime, *, session_id: str, content: str, stream: bool 
         try:
             async with runtime.locks.hold(session_id):
                 hooks = TurnHooks(on_user_stored=stored, on_token=tokens if stream else None)
-                return await run_turn(runtime, session_id=session_id, content=content, hooks=hooks)
+                outcome = await run_turn(runtime, session_id=session_id, content=content, hooks=hooks)
+            if outcome.error is not None:
+                raise outcome.error
+            return outcome.turn
         finally:
             tokens.put_nowait(_END)
             if not stored.done():

@@ -14,9 +14,16 @@ from webapp.ai.base import AIProvider
 from webapp.config import Settings
 from webapp.errors import AppError
 from webapp.services.turn_lock import TurnLocks
+from webapp.services.voice_events import TurnBroker
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
+    """Cancel a helper task and let it unwind (a task cut off mid-query must finish with its connection first)."""
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 @dataclass
@@ -26,6 +33,9 @@ class Runtime:
     sessionmaker: async_sessionmaker[AsyncSession]
     provider: AIProvider
     locks: TurnLocks
+    voice_slots: asyncio.Semaphore
+    """Bounds how many voice turns run their pipeline at once."""
+    voice_events: TurnBroker = field(default_factory=TurnBroker)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:

@@ -54,6 +54,7 @@ class TurnLocks:
                     yield
                 finally:
                     renewer.cancel()
+                    await asyncio.gather(renewer, return_exceptions=True)
                     await asyncio.shield(self._release(session_id, token))
             finally:
                 lock.release()

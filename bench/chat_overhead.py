@@ -1,0 +1,596 @@
+"""What Parley adds to a text chat turn, measured against a bare FastAPI route making the same SDK call.
+
+Run from the repository root: `python -m bench.chat_overhead` (see bench/README.md). Everything it starts — a fake
+OpenAI upstream answering in 100 ms, the baseline app and Parley, each under uvicorn — listens on 127.0.0.1 only and
+is stopped on exit. It prints figures; it passes or fails nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+from sqlalchemy.engine import make_url
+
+from bench.profile_summary import breakdown, summarise
+
+REPO = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+UPSTREAM_DELAY_S = 0.1
+MODEL = "gpt-5.4-mini"
+SYSTEM_PROMPT = "You are a helpful assistant. Be brief."
+START_TIMEOUT_S = 60.0
+REQUEST_TIMEOUT_S = 30.0
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PROFILE_GROUPS: list[tuple[str, Sequence[str]]] = [
+    ("openai SDK: request params transform", ["openai/_utils/_transform.py"]),
+    ("SQLAlchemy + aiosqlite (with SQL run by the turn lock)", ["sqlalchemy/", "aiosqlite/"]),
+    ("turn lock, besides its SQL", ["webapp/services/turn_lock.py"]),
+    ("openai SDK + aiohttp client: the rest", ["openai/", "aiohttp/client"]),
+    ("FastAPI, Starlette, pydantic", ["fastapi/", "starlette/", "pydantic"]),
+    ("Parley's own code, besides the above", ["webapp/"]),
+]
+
+
+# --- processes -------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    name: str
+    process: subprocess.Popen[bytes]
+    base_url: str
+    log: Path
+    startup_s: float = 0.0
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def spawn(name: str, args: Sequence[str], env: dict[str, str], logs: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    log = logs / f"{name}.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(args, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    return process, log
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of the whole process (all its threads), from /proc/PID/stat."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime: fields 14 and 15 of stat(5)
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def log_tail(log: Path, lines: int = 20) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
+async def wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode}:\n{log_tail(log)}")
+        with contextlib.suppress(OSError):
+            _, writer = await asyncio.open_connection(HOST, port)
+            writer.close()
+            await writer.wait_closed()
+            return
+        await asyncio.sleep(0.01)
+    raise RuntimeError(f"nothing listening on port {port} after {START_TIMEOUT_S:g} s")
+
+
+async def wait_for_health(http: aiohttp.ClientSession, server: Server) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"{server.name} exited with {server.process.returncode}:\n{log_tail(server.log)}")
+        with contextlib.suppress(aiohttp.ClientError, OSError):
+            async with http.get(f"{server.base_url}/healthz") as response:
+                if response.status == 200:
+                    return
+        await asyncio.sleep(0.01)
+    raise RuntimeError(f"{server.name} did not answer /healthz after {START_TIMEOUT_S:g} s")
+
+
+def uvicorn_args(app: str, port: int) -> list[str]:
+    return [
+        *(sys.executable, "-m", "uvicorn", app, "--host", HOST, "--port", str(port)),
+        *("--log-level", "warning", "--no-access-log"),
+    ]
+
+
+async def start_server(
+    http: aiohttp.ClientSession, name: str, app: str, env: dict[str, str], logs: Path, servers: list[Server]
+) -> Server:
+    """Spawn uvicorn serving `app`; its start-up time runs from the spawn to the first answer of /healthz."""
+    port = free_port()
+    started = time.perf_counter()
+    process, log = spawn(name, uvicorn_args(app, port), env, logs)
+    server = Server(name, process, f"http://{HOST}:{port}", log)
+    servers.append(server)  # registered before waiting, so it is stopped whatever happens
+    await wait_for_health(http, server)
+    server.startup_s = time.perf_counter() - started
+    return server
+
+
+# --- the environment under test --------------------------------------------------------------------------------------
+
+
+def base_env(upstream: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(NO_PROXY=f"{HOST},localhost", no_proxy=f"{HOST},localhost", PYTHONUNBUFFERED="1")
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        env.pop(name, None)
+    env.update(BENCH_UPSTREAM=upstream, BENCH_MODEL=MODEL, BENCH_SYSTEM_PROMPT=SYSTEM_PROMPT)
+    return env
+
+
+def parley_env(upstream: str, database_url: str, media_dir: Path) -> dict[str, str]:
+    env = base_env(upstream)
+    env.update(
+        DATABASE_URL=database_url,
+        MEDIA_DIR=str(media_dir),
+        AI_PROVIDER="openai",
+        OPENAI_API_KEY="sk-bench",
+        OPENAI_BASE_URL=upstream,
+        CHAT_MODEL=MODEL,
+    )
+    return env
+
+
+def migrate(env: dict[str, str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "alembic", "upgrade", "head"], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"alembic upgrade head failed:\n{result.stdout}{result.stderr}")
+
+
+@contextlib.asynccontextmanager
+async def postgres_database(server_url: str) -> AsyncIterator[str]:
+    """A fresh database on the server of `server_url` (whose own database is never touched), dropped on exit."""
+    import asyncpg
+
+    url = make_url(server_url)
+    admin_dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    name = f"parley_bench_{os.getpid()}"
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield url.set(database=name).render_as_string(hide_password=False)
+        finally:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@contextlib.asynccontextmanager
+async def database(server_url: str | None, tmp: Path) -> AsyncIterator[str]:
+    if server_url is None:
+        yield f"sqlite+aiosqlite:///{tmp / 'bench.db'}"
+        return
+    async with postgres_database(server_url) as url:
+        yield url
+
+
+async def create_agent(http: aiohttp.ClientSession, parley: Server) -> str:
+    body = {"name": "Bench", "prompt": SYSTEM_PROMPT}
+    async with http.post(f"{parley.base_url}/api/v1/agents", json=body) as response:
+        response.raise_for_status()
+        agent_id: str = (await response.json())["id"]
+        return agent_id
+
+
+async def create_sessions(http: aiohttp.ClientSession, parley: Server, agent_id: str, count: int) -> list[str]:
+    """`count` new sessions with the agent, a few requests at a time."""
+    url = f"{parley.base_url}/api/v1/agents/{agent_id}/sessions"
+    slots = asyncio.Semaphore(8)
+
+    async def one() -> str:
+        async with slots, http.post(url, json={}) as response:
+            response.raise_for_status()
+            session_id: str = (await response.json())["id"]
+            return session_id
+
+    return list(await asyncio.gather(*(one() for _ in range(count))))
+
+
+# --- load ------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Sessions:
+    """Which Parley session each client talks to: its own, moved to a fresh spare every `turns_per_session` turns.
+
+    With `turns_per_session` 0 a client keeps its session, whose history grows with every turn.
+    """
+
+    current: list[str]
+    spare: deque[str]
+    turns_per_session: int = 0
+    turns: list[int] = field(init=False)
+    used: int = field(init=False)
+    total_turns: int = field(default=0, init=False)
+    ran_out: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        self.turns = [0] * len(self.current)
+        self.used = len(self.current)
+
+    def next(self, client: int) -> str:
+        if self.turns_per_session and self.turns[client] >= self.turns_per_session:
+            if self.spare:
+                self.current[client], self.turns[client] = self.spare.popleft(), 0
+                self.used += 1
+            else:
+                self.ran_out = True
+        self.turns[client] += 1
+        self.total_turns += 1
+        return self.current[client]
+
+    def note(self) -> str:
+        stored = 2 * self.total_turns / self.used  # both messages of every turn
+        rotation = f"a fresh one every {self.turns_per_session} turn(s)" if self.turns_per_session else "never rotated"
+        spares = "; ran out of spare sessions, so some grew longer" if self.ran_out else ""
+        return (
+            f"(Parley sessions: {self.used} used, {rotation}{spares}; they ended with {stored:.0f} stored messages "
+            "on average, all sent back as context)"
+        )
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a server's clients send: client i posts `bodies[i]` to `url(i)` (called per request), expecting `status`."""
+
+    server: Server
+    url: Callable[[int], str]
+    bodies: list[bytes]
+    status: int
+
+    @property
+    def clients(self) -> int:
+        return len(self.bodies)
+
+
+@dataclass
+class Run:
+    target: str
+    clients: int
+    latencies_ms: list[float] = field(default_factory=list)
+    errors: int = 0
+    elapsed_s: float = 0.0
+    cpu_s: float = 0.0
+
+    @property
+    def requests(self) -> int:
+        return len(self.latencies_ms)
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.elapsed_s if self.elapsed_s else 0.0
+
+    @property
+    def cpu_ms_per_request(self) -> float:
+        return 1000 * self.cpu_s / self.requests if self.requests else math.nan
+
+    def percentile(self, q: float) -> float:
+        """Nearest-rank percentile (q in 0..100) of the successful requests' latencies, in ms."""
+        if not self.latencies_ms:
+            return math.nan
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
+
+
+def message_bodies(clients: int) -> list[bytes]:
+    return [json.dumps({"content": f"Hello from client {i}. What is a prime number?"}).encode() for i in range(clients)]
+
+
+def baseline_target(server: Server, clients: int) -> Target:
+    url = f"{server.base_url}/chat"
+    return Target(server, lambda _: url, message_bodies(clients), 200)
+
+
+def parley_target(server: Server, sessions: Sessions) -> Target:
+    api = f"{server.base_url}/api/v1/sessions"
+    return Target(
+        server, lambda client: f"{api}/{sessions.next(client)}/messages", message_bodies(len(sessions.current)), 201
+    )
+
+
+async def client_loop(http: aiohttp.ClientSession, target: Target, client: int, deadline: float, run: Run) -> None:
+    """Send requests back-to-back until the deadline, recording each one's latency or counting it as an error."""
+    body, headers = target.bodies[client], {"Content-Type": "application/json"}
+    while time.perf_counter() < deadline:
+        url = target.url(client)
+        started = time.perf_counter()
+        ok = False
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+            async with http.post(url, data=body, headers=headers) as response:
+                await response.read()
+                ok = response.status == target.status
+        if ok:
+            run.latencies_ms.append(1000 * (time.perf_counter() - started))
+        else:
+            run.errors += 1
+            await asyncio.sleep(0.05)  # do not spin on a broken server
+
+
+async def load(http: aiohttp.ClientSession, target: Target, duration_s: float) -> Run:
+    """All clients at once for `duration_s` (in-flight requests are let finish), with the server's CPU time."""
+    run = Run(target.server.name, target.clients)
+    cpu_before = cpu_seconds(target.server.pid)
+    started = time.perf_counter()
+    deadline = started + duration_s
+    await asyncio.gather(*(client_loop(http, target, client, deadline, run) for client in range(target.clients)))
+    run.elapsed_s = time.perf_counter() - started
+    run.cpu_s = cpu_seconds(target.server.pid) - cpu_before
+    return run
+
+
+async def measure(http: aiohttp.ClientSession, target: Target, duration_s: float, warmup_s: float) -> Run:
+    if warmup_s > 0:
+        await load(http, target, warmup_s)
+    return await load(http, target, duration_s)
+
+
+# --- report ----------------------------------------------------------------------------------------------------------
+
+UPSTREAM_MS = 1000 * UPSTREAM_DELAY_S
+HEADER = (
+    f"{'target':<9} {'req/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
+    f"{'added p50':>9} {'added p95':>9} {'added p99':>9} {'CPU ms/req':>10} {'errors':>6}"
+)
+
+
+def row(run: Run) -> str:
+    p50, p95, p99 = (run.percentile(q) for q in (50, 95, 99))
+    return (
+        f"{run.target:<9} {run.rps:>7.1f} {p50:>8.1f} {p95:>8.1f} {p99:>8.1f} "
+        f"{p50 - UPSTREAM_MS:>+9.1f} {p95 - UPSTREAM_MS:>+9.1f} {p99 - UPSTREAM_MS:>+9.1f} "
+        f"{run.cpu_ms_per_request:>10.2f} {run.errors:>6}"
+    )
+
+
+def comparison(baseline: Run, parley: Run) -> str:
+    diff = {q: parley.percentile(q) - baseline.percentile(q) for q in (50, 95, 99)}
+    ratio = parley.rps / baseline.rps if baseline.rps else math.nan
+    cpu = parley.cpu_ms_per_request - baseline.cpu_ms_per_request
+    return (
+        f"parley - baseline: p50 {diff[50]:+.1f} ms, p95 {diff[95]:+.1f} ms, p99 {diff[99]:+.1f} ms; "
+        f"throughput ratio {ratio:.2f}; CPU {cpu:+.2f} ms/req"
+    )
+
+
+def print_level(baseline: Run, parley: Run, sessions: Sessions, duration_s: float) -> None:
+    print(f"\n== {parley.clients} concurrent client(s), {duration_s:g} s each ==")
+    print(HEADER)
+    print(row(baseline))
+    print(row(parley))
+    print(comparison(baseline, parley))
+    print(sessions.note())
+
+
+# --- main ------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Options:
+    levels: list[int]
+    duration_s: float
+    warmup_s: float
+    database_url: str | None
+    turns_per_session: int
+    profile: Path | None
+    profile_clients: int
+    profile_seconds: float
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Options:
+    parser = argparse.ArgumentParser(prog="python -m bench.chat_overhead", description=__doc__)
+    parser.add_argument("--levels", default="1,16,64", help="comma-separated concurrent clients (default 1,16,64)")
+    parser.add_argument("--duration", type=float, default=8.0, help="measured seconds per level and target")
+    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each measurement")
+    parser.add_argument(
+        "--database-url",
+        help="a PostgreSQL server on 127.0.0.1, e.g. postgresql+asyncpg://postgres@127.0.0.1:5432/postgres: "
+        "a database parley_bench_PID is created there and dropped afterwards (default: a temporary SQLite file)",
+    )
+    parser.add_argument(
+        "--turns-per-session",
+        type=int,
+        default=0,
+        help="move each client to a fresh Parley session every N turns, so histories stay short "
+        "(1: every turn sends [system, user], exactly like the baseline); default 0: one session per client",
+    )
+    parser.add_argument(
+        "--profile", type=Path, help="after measuring, sample Parley's GIL-holding thread with py-spy into FILE (raw)"
+    )
+    parser.add_argument("--profile-clients", type=int, default=16, help="concurrent clients while profiling")
+    parser.add_argument("--profile-seconds", type=float, default=10.0, help="seconds to profile")
+    args = parser.parse_args(argv)
+    levels = [int(level) for level in args.levels.split(",") if level.strip()]
+    if not levels or min(levels) < 1:
+        parser.error("--levels needs positive integers")
+    if args.turns_per_session < 0:
+        parser.error("--turns-per-session must be 0 or more")
+    if args.database_url:
+        url = make_url(args.database_url)
+        if not url.get_backend_name().startswith("postgresql") or url.host not in (HOST, "localhost"):
+            parser.error(f"--database-url must be a postgresql URL on {HOST} (SQLite is the default)")
+    return Options(
+        levels=levels,
+        duration_s=args.duration,
+        warmup_s=args.warmup,
+        database_url=args.database_url,
+        turns_per_session=args.turns_per_session,
+        profile=args.profile,
+        profile_clients=args.profile_clients,
+        profile_seconds=args.profile_seconds,
+    )
+
+
+async def new_sessions(
+    http: aiohttp.ClientSession, parley: Server, agent_id: str, clients: int, options: Options, turns_bound: float
+) -> Sessions:
+    """One session per client, plus enough spares for `turns_bound` turns when sessions are rotated."""
+    spares = math.ceil(turns_bound / options.turns_per_session) if options.turns_per_session else 0
+    ids = await create_sessions(http, parley, agent_id, clients + spares)
+    return Sessions(ids[:clients], deque(ids[clients:]), options.turns_per_session)
+
+
+async def profile(http: aiohttp.ClientSession, parley: Server, sessions: Sessions, options: Options, tmp: Path) -> None:
+    """Load Parley again while py-spy samples it (after the measured levels, so sampling skews none of them)."""
+    assert options.profile is not None
+    py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+    if py_spy is None:
+        print("\npy-spy not found: pip install py-spy", file=sys.stderr)
+        return
+    seconds = max(1, round(options.profile_seconds))
+    args = [py_spy, "record", "--gil", "-d", str(seconds), "-r", "200", "-f", "raw", "-o", str(options.profile)]
+    spy, log = spawn("py-spy", [*args, "--pid", str(parley.pid)], dict(os.environ), tmp)
+    try:
+        await asyncio.sleep(0.5)
+        await load(http, parley_target(parley, sessions), seconds + 1.0)
+        await asyncio.to_thread(spy.wait, 30)
+    finally:
+        stop(spy)
+    if spy.returncode != 0 or not options.profile.exists():
+        print(f"\npy-spy failed:\n{log_tail(log)}", file=sys.stderr)
+        return
+    print(f"\n== py-spy --gil, Parley at {len(sessions.current)} clients for {seconds} s: {options.profile} ==")
+    print(sessions.note())
+    text = options.profile.read_text()
+    print(breakdown(text, PROFILE_GROUPS))
+    print(summarise(text, match=("webapp/", "sqlalchemy/", "aiosqlite/"), top=25))
+
+
+async def start_upstream(tmp: Path, servers: list[Server]) -> str:
+    port = free_port()
+    url = f"http://{HOST}:{port}/v1"
+    args = [sys.executable, "-m", "tests.fake_openai", "--port", str(port), "--reply-delay", str(UPSTREAM_DELAY_S)]
+    process, log = spawn("upstream", args, base_env(url), tmp)
+    servers.append(Server("upstream", process, url, log))
+    await wait_for_port(port, process, log)
+    return url
+
+
+def print_memory(servers: Sequence[Server], idle_rss: dict[str, float]) -> None:
+    print("\n== start-up (spawn to first /healthz answer) and memory (VmRSS) ==")
+    for server in servers:
+        print(
+            f"{server.name:<9} start-up {server.startup_s:5.2f} s   idle RSS {idle_rss[server.name]:6.1f} MiB"
+            f"   RSS after the run {rss_mib(server.pid):6.1f} MiB"
+        )
+
+
+async def compare(
+    http: aiohttp.ClientSession, upstream: str, database_url: str, options: Options, tmp: Path, servers: list[Server]
+) -> None:
+    env = parley_env(upstream, database_url, tmp / "media")
+    await asyncio.to_thread(migrate, env)
+    baseline = await start_server(http, "baseline", "bench.baseline_app:app", base_env(upstream), tmp, servers)
+    parley = await start_server(http, "parley", "webapp.main:app", env, tmp, servers)
+    await asyncio.sleep(1.0)
+    idle_rss = {server.name: rss_mib(server.pid) for server in (baseline, parley)}
+
+    agent_id = await create_agent(http, parley)
+    db = "PostgreSQL" if options.database_url else "SQLite"
+    print(f"Parley ({db}) vs a bare FastAPI route; upstream answers in {UPSTREAM_MS:g} ms; {os.cpu_count()} CPUs")
+    for clients in options.levels:
+        base_run = await measure(http, baseline_target(baseline, clients), options.duration_s, options.warmup_s)
+        # Fresh sessions for every level, created before it is measured; Parley is not expected to beat the baseline.
+        turns_bound = 1.2 * base_run.rps * (options.warmup_s + options.duration_s)
+        sessions = await new_sessions(http, parley, agent_id, clients, options, turns_bound)
+        parley_run = await measure(http, parley_target(parley, sessions), options.duration_s, options.warmup_s)
+        print_level(base_run, parley_run, sessions, options.duration_s)
+
+    await asyncio.sleep(1.0)
+    print_memory((baseline, parley), idle_rss)
+    if options.profile:
+        turns_bound = 1000 / UPSTREAM_MS * options.profile_clients * (options.profile_seconds + 2)
+        sessions = await new_sessions(http, parley, agent_id, options.profile_clients, options, turns_bound)
+        await profile(http, parley, sessions, options, tmp)
+
+
+def stop_all(servers: list[Server]) -> None:
+    while servers:
+        stop(servers.pop().process)
+
+
+async def amain(options: Options) -> None:
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)  # clean up on SIGTERM as on Ctrl-C
+    servers: list[Server] = []
+    tmp = Path(tempfile.mkdtemp(prefix="parley-bench-"))
+    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
+    try:
+        upstream = await start_upstream(tmp, servers)
+        async with (
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=timeout) as http,
+            database(options.database_url, tmp) as database_url,
+        ):
+            try:
+                await compare(http, upstream, database_url, options, tmp, servers)
+            finally:
+                stop_all(servers)  # before the database is dropped
+    finally:
+        stop_all(servers)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    options = parse_args(argv)
+    try:
+        asyncio.run(amain(options))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("interrupted: everything it started has been stopped", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+if __name__ == "__main__":
+    main()

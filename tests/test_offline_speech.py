@@ -1,0 +1,173 @@
+"""The offline speech engines on real audio: espeak-ng speaks, pocketsphinx listens.
+
+espeak-ng carries state between utterances, so the same text gives slightly different samples from call to call; the
+assertions below hold for every variant we have seen (25 runs through wav and webm), never for exact bytes.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import pytest
+
+from tests.audio_samples import encode_clip, speech_pcm
+from webapp.ai.offline_speech import OfflineRecognizer, OfflineSynthesizer
+from webapp.audio import load_clip
+
+T = TypeVar("T")
+PHRASES = [
+    "hello world",
+    "turn on the lights",
+    "what is the capital of france",
+    "what time is it",
+    "book a table for two people",
+    "play some music",
+    "good morning",
+]
+
+
+def _seconds(result: tuple[bytes, int]) -> float:
+    pcm, rate = result
+    return len(pcm) / 2 / rate
+
+
+def _peak(pcm: bytes) -> int:
+    return int(np.abs(np.frombuffer(pcm, "<i2").astype(np.int32)).max())
+
+
+def _pcm16k(tmp_path: Path, text: str, fmt: str) -> bytes:
+    """`text` spoken, uploaded as `fmt` and decoded as the app does."""
+    pcm, rate = speech_pcm(text)
+    path = tmp_path / f"{text.replace(' ', '-')}.{fmt}"
+    path.write_bytes(encode_clip(pcm, rate, fmt))
+    return load_clip(path, max_seconds=30).pcm16k
+
+
+def _in_two_threads(first: Callable[[], T], second: Callable[[], T], rounds: int) -> tuple[list[T], list[T]]:
+    """Run both callables `rounds` times each, in two threads released at the same moment."""
+    barrier = threading.Barrier(2)
+    results: tuple[list[T], list[T]] = ([], [])
+
+    def run(work: Callable[[], T], into: list[T]) -> None:
+        barrier.wait()
+        for _ in range(rounds):
+            into.append(work())
+
+    threads = [threading.Thread(target=run, args=args) for args in zip((first, second), results, strict=True)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return results
+
+
+# --- synthesis --------------------------------------------------------------------------------------------------------
+
+
+def test_synthesize_speaks_at_22050_hz() -> None:
+    pcm, rate = OfflineSynthesizer().synthesize("hello world")
+
+    assert rate == 22_050
+    assert len(pcm) % 2 == 0
+    assert 0.4 < _seconds((pcm, rate)) < 2.0
+    assert _peak(pcm) > 3_000
+
+
+def test_blank_text_gives_no_audio() -> None:
+    assert OfflineSynthesizer().synthesize("") == (b"", 22_050)
+    assert OfflineSynthesizer().synthesize("  \n\t ") == (b"", 22_050)
+
+
+def test_long_text_is_spoken_to_the_end() -> None:
+    text = " ".join(["The quick brown fox jumps over the lazy dog."] * 50)  # 450 words
+
+    pcm, rate = OfflineSynthesizer().synthesize(text)
+
+    expected = 450 / 165 * 60  # at 165 words a minute
+    assert 0.7 * expected < _seconds((pcm, rate)) < 1.3 * expected
+    assert _peak(pcm[-rate * 2 :]) > 3_000  # the last second still speaks
+
+
+def test_unusual_text_is_spoken() -> None:
+    pcm, _ = OfflineSynthesizer().synthesize("Café naïve — 10 € <b>bold</b> \0 and done.")
+    assert _seconds((pcm, 22_050)) > 1.0
+
+
+def test_voice_names_pick_espeak_voices_and_fall_back_to_us_english() -> None:
+    synthesizer = OfflineSynthesizer()
+    default = _seconds(synthesizer.synthesize("hello world"))
+
+    # From one utterance to the next "hello world" varies by about a millisecond; another voice changes it by tens.
+    for fallback in ("alloy", "nova", "EN-US", "../../etc/passwd", "en-us+no-such-variant", "variant"):
+        assert _seconds(synthesizer.synthesize("hello world", fallback)) == pytest.approx(default, abs=0.005), fallback
+    for other in ("en-us+f3", "de"):
+        assert abs(_seconds(synthesizer.synthesize("hello world", other)) - default) > 0.025, other
+
+
+def test_concurrent_synthesis_is_serialised() -> None:
+    synthesizer = OfflineSynthesizer()
+    short, long = "hello world", "turn on the lights in the kitchen please"
+    short_s, long_s = _seconds(synthesizer.synthesize(short)), _seconds(synthesizer.synthesize(long))
+
+    shorts, longs = _in_two_threads(lambda: synthesizer.synthesize(short), lambda: synthesizer.synthesize(long), 15)
+
+    assert [_seconds(result) for result in shorts] == pytest.approx([short_s] * 15, abs=0.05)
+    assert [_seconds(result) for result in longs] == pytest.approx([long_s] * 15, abs=0.05)
+
+
+# --- recognition ------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def phrase_recognizer() -> OfflineRecognizer:
+    return OfflineRecognizer(phrases=PHRASES)
+
+
+@pytest.mark.parametrize("fmt", ["wav", "webm", "mp4"])
+def test_recognizer_with_phrases_hears_synthesized_speech(
+    tmp_path: Path, phrase_recognizer: OfflineRecognizer, fmt: str
+) -> None:
+    def hear(text: str) -> str:
+        return phrase_recognizer.transcribe(_pcm16k(tmp_path, text, fmt))
+
+    assert hear("hello world") == "hello world"
+    assert hear("turn on the lights") == "turn on the lights"
+    assert "france" in hear("what is the capital of france")
+    assert "table for two people" in hear("book a table for two people")
+
+
+def test_phrases_must_be_in_the_dictionary() -> None:
+    with pytest.raises(ValueError, match="qzxv"):
+        OfflineRecognizer(phrases=["hello qzxv"])
+
+
+def test_general_model_loads_on_first_use_and_transcribes(tmp_path: Path) -> None:
+    recognizer = OfflineRecognizer()
+    assert recognizer._decoder is None  # nothing loaded at construction (app start-up)
+
+    text = recognizer.transcribe(_pcm16k(tmp_path, "hello world", "webm"))
+
+    # General dictation mishears espeak's voice ("oh where"), but it hears *something*, in lowercase.
+    assert recognizer._decoder is not None
+    assert text
+    assert text == text.lower().strip()
+
+
+def test_nothing_to_hear_is_empty_text(phrase_recognizer: OfflineRecognizer) -> None:
+    assert phrase_recognizer.transcribe(b"") == ""
+    assert phrase_recognizer.transcribe(b"\x01") == ""
+
+
+def test_concurrent_transcription_is_serialised(tmp_path: Path, phrase_recognizer: OfflineRecognizer) -> None:
+    hello, lights = _pcm16k(tmp_path, "hello world", "wav"), _pcm16k(tmp_path, "turn on the lights", "wav")
+
+    heard_hello, heard_lights = _in_two_threads(
+        lambda: phrase_recognizer.transcribe(hello), lambda: phrase_recognizer.transcribe(lights), 4
+    )
+
+    assert heard_hello == ["hello world"] * 4
+    assert heard_lights == ["turn on the lights"] * 4

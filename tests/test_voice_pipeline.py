@@ -1,0 +1,240 @@
+"""Voice turns end to end with real audio: offline engines, every upload format, SSE stages, wait=true, recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from pathlib import Path
+from typing import Any
+
+import av
+import httpx
+import pytest
+from sqlalchemy import update
+
+from tests.audio_samples import encode_clip, speech_pcm
+from tests.conftest import make_settings, serve
+from tests.helpers import create_agent, create_session, history, parse_sse
+from webapp.config import Settings
+from webapp.db import utcnow
+from webapp.models import VoiceTurn
+from webapp.services.runtime import Runtime
+
+QUESTION = "one two three four five"
+
+
+def spoken(fmt: str, text: str = QUESTION) -> bytes:
+    pcm, rate = speech_pcm(text)
+    return encode_clip(pcm, rate, fmt)
+
+
+def decoded_seconds(data: bytes) -> float:
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.audio[0]
+        samples = sum(frame.samples for frame in container.decode(stream))
+        return float(samples / stream.rate)
+
+
+async def upload(
+    client: httpx.AsyncClient,
+    session_id: str,
+    data: bytes,
+    *,
+    name: str = "clip.bin",
+    content_type: str = "application/octet-stream",
+    params: dict[str, Any] | None = None,
+) -> httpx.Response:
+    return await client.post(
+        f"/sessions/{session_id}/voice", files={"audio": (name, data, content_type)}, params=params or {}
+    )
+
+
+async def finished(client: httpx.AsyncClient, turn_id: str) -> dict[str, Any]:
+    for _ in range(400):
+        turn: dict[str, Any] = (await client.get(f"/voice-turns/{turn_id}")).json()
+        if turn["status"] in ("done", "failed"):
+            return turn
+        await asyncio.sleep(0.025)
+    raise AssertionError(f"voice turn {turn_id} did not finish: {turn}")
+
+
+@pytest.mark.parametrize("fmt", ["webm", "ogg", "wav", "mp3", "mp4", "m4a", "flac"])
+async def test_round_trip_in_every_format(client: httpx.AsyncClient, fmt: str) -> None:
+    agent = await create_agent(client)
+    session = await create_session(client, agent["id"])
+    recording = spoken(fmt)
+    # A misleading file name and content type: the format is known by its bytes.
+    response = await upload(client, session["id"], recording, name="recording.txt", content_type="text/plain")
+    assert response.status_code == 202, response.text
+    queued = response.json()
+    assert response.headers["location"] == f"/api/v1/voice-turns/{queued['id']}"
+    assert queued["status"] == "queued" and queued["session_id"] == session["id"]
+
+    turn = await finished(client, queued["id"])
+    assert turn["status"] == "done", turn
+    assert {"three", "four", "five"} <= set(turn["transcript"].split())
+    assert set(turn["timings_ms"]) == {"transcribing", "thinking", "speaking"}
+
+    user, reply = await history(client, session["id"])
+    assert (user["id"], reply["id"]) == (turn["user_message_id"], turn["assistant_message_id"])
+    assert user["source"] == reply["source"] == "voice"
+    assert user["content"] == turn["transcript"] and reply["content"] == turn["reply_text"]
+    assert turn["transcript"] in reply["content"]  # the reply was made from the transcript
+
+    original = await client.get(user["audio_url"].removeprefix("/api/v1"))
+    assert original.status_code == 200 and original.content == recording  # byte for byte as uploaded
+    spoken_reply = await client.get(turn["reply_audio_url"].removeprefix("/api/v1"))
+    assert spoken_reply.headers["content-type"] == "audio/mpeg"
+    assert decoded_seconds(spoken_reply.content) > 2.0  # a real, decodable spoken reply
+
+
+async def test_wait_true_answers_with_the_reply_audio(client: httpx.AsyncClient) -> None:
+    agent = await create_agent(client)
+    session = await create_session(client, agent["id"])
+    response = await upload(client, session["id"], spoken("wav"), params={"wait": "true"})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "audio/mpeg"
+    assert int(response.headers["content-length"]) == len(response.content)
+    assert decoded_seconds(response.content) > 2.0
+    turn = (await client.get(f"/voice-turns/{response.headers['x-voice-turn-id']}")).json()
+    assert turn["status"] == "done"
+    assert response.headers["x-user-message-id"] == turn["user_message_id"]
+    assert response.headers["x-assistant-message-id"] == turn["assistant_message_id"]
+
+
+async def test_events_stream_every_stage_in_order(client: httpx.AsyncClient) -> None:
+    agent = await create_agent(client)
+    session = await create_session(client, agent["id"])
+    turn = (await upload(client, session["id"], spoken("webm"))).json()
+    response = await client.get(f"/voice-turns/{turn['id']}/events")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+    events = parse_sse(response.text)
+    names = [name for name, _ in events]
+    statuses = [data["status"] for _, data in events]
+    assert names[-1] == "done" and all(name == "status" for name in names[:-1])
+    # Connected right after the 202: it may have missed "queued", but never a later stage, and never one twice.
+    assert statuses[-4:] == ["transcribing", "thinking", "speaking", "done"]
+    assert statuses in (["queued", "transcribing", "thinking", "speaking", "done"], statuses[-4:])
+    assert all(data["id"] == turn["id"] for _, data in events)
+    assert events[-1][1]["reply_audio_url"]
+
+
+async def test_late_listener_gets_the_final_state_and_the_stream_ends(client: httpx.AsyncClient) -> None:
+    agent = await create_agent(client)
+    session = await create_session(client, agent["id"])
+    turn = (await upload(client, session["id"], spoken("wav"))).json()
+    done = await finished(client, turn["id"])
+    responses = await asyncio.gather(*(client.get(f"/voice-turns/{turn['id']}/events") for _ in range(3)))
+    for response in responses:
+        assert parse_sse(response.text) == [("done", done)]
+
+
+async def test_range_requests_and_etag(client: httpx.AsyncClient) -> None:
+    agent = await create_agent(client)
+    session = await create_session(client, agent["id"])
+    recording = spoken("ogg")
+    turn = await finished(client, (await upload(client, session["id"], recording)).json()["id"])
+    url = f"/messages/{turn['user_message_id']}/audio"
+    whole = await client.get(url)
+    assert whole.headers["content-type"] == "audio/ogg" and whole.headers["accept-ranges"] == "bytes"
+    assert int(whole.headers["content-length"]) == len(recording) and whole.headers["etag"]
+    part = await client.get(url, headers={"range": "bytes=10-109"})
+    assert part.status_code == 206
+    assert part.content == recording[10:110]
+    assert part.headers["content-range"] == f"bytes 10-109/{len(recording)}"
+    tail = await client.get(url, headers={"range": "bytes=-20"})
+    assert tail.status_code == 206 and tail.content == recording[-20:]
+
+
+async def test_text_and_voice_turns_share_one_history(client: httpx.AsyncClient) -> None:
+    agent = await create_agent(client)
+    session = await create_session(client, agent["id"])
+    await client.post(f"/sessions/{session['id']}/messages", json={"content": "typed first"})
+    turn = await finished(client, (await upload(client, session["id"], spoken("webm"))).json()["id"])
+    await client.post(f"/sessions/{session['id']}/messages", json={"content": "typed last"})
+    messages = await history(client, session["id"])
+    assert [(m["role"], m["source"]) for m in messages] == [
+        ("user", "text"),
+        ("assistant", "text"),
+        ("user", "voice"),
+        ("assistant", "voice"),
+        ("user", "text"),
+        ("assistant", "text"),
+    ]
+    assert messages[2]["id"] == turn["user_message_id"]
+    # The voice turn's reply was made with the typed turn before it in context (offline replies count messages).
+    assert "message number 2" in messages[3]["content"] and "message number 3" in messages[5]["content"]
+
+
+async def test_text_message_sent_during_a_voice_turn_waits_its_turn(client: httpx.AsyncClient) -> None:
+    agent = await create_agent(client)
+    session = await create_session(client, agent["id"])
+    turn = (await upload(client, session["id"], spoken("wav"))).json()
+    typed = await client.post(f"/sessions/{session['id']}/messages", json={"content": "typed meanwhile"})
+    assert typed.status_code == 201
+    await finished(client, turn["id"])
+    roles = [m["role"] for m in await history(client, session["id"])]
+    assert roles == ["user", "assistant", "user", "assistant"]
+
+
+async def test_deleting_the_session_deletes_its_audio(client: httpx.AsyncClient, settings: Settings) -> None:
+    agent = await create_agent(client)
+    session = await create_session(client, agent["id"])
+    await finished(client, (await upload(client, session["id"], spoken("wav"))).json()["id"])
+    folder = settings.media_dir / "sessions" / session["id"]
+    assert len(list(folder.iterdir())) == 2  # the recording and the reply
+    assert (await client.delete(f"/agents/{agent['id']}")).status_code == 204
+    assert not folder.exists()
+
+
+async def _crash_turn(runtime: Runtime, turn_id: str, status: str) -> None:
+    """Make a turn look as if its worker died mid-stage: that status, and a heartbeat long stopped."""
+    async with runtime.sessionmaker.begin() as db:
+        await db.execute(
+            update(VoiceTurn)
+            .where(VoiceTurn.id == turn_id)
+            .values(status=status, heartbeat_at=utcnow().replace(year=2000))
+        )
+
+
+@pytest.mark.parametrize(
+    ("status", "outcome"),
+    [("queued", "done"), ("transcribing", "done"), ("thinking", "failed"), ("speaking", "failed")],
+)
+async def test_interrupted_turn_is_resumed_or_failed_at_start_up(
+    database_url: str, tmp_path: Path, status: str, outcome: str
+) -> None:
+    settings = make_settings(database_url, tmp_path, voice_heartbeat_seconds=0.2)
+    async with serve(settings) as client:
+        agent = await create_agent(client)
+        session = await create_session(client, agent["id"])
+        turn = await finished(client, (await upload(client, session["id"], spoken("wav"))).json()["id"])
+        # Pretend a second recording was accepted and then the server died before or during its pipeline.
+        interrupted = await upload(client, session["id"], spoken("wav"), params={"wait": "true"})
+        turn_id = interrupted.headers["x-voice-turn-id"]
+        runtime: Runtime = client._transport.app.state.runtime  # type: ignore[attr-defined]
+        await _crash_turn(runtime, turn_id, status)
+    async with serve(settings) as client:  # the restart
+        recovered = await finished(client, turn_id)
+    assert recovered["status"] == outcome
+    if outcome == "failed":
+        assert recovered["error"]["code"] == "interrupted"
+    assert turn["status"] == "done"
+    assert (settings.media_dir / "sessions" / session["id"]).exists()
+
+
+async def test_five_second_clip_stage_timings(database_url: str, tmp_path: Path) -> None:
+    """Not a speed test: proves the per-stage timings are recorded for a realistic clip (the bench prints them)."""
+    settings = make_settings(database_url, tmp_path)
+    text = "please tell me what the weather will be like tomorrow morning in the city"
+    async with serve(settings) as client:
+        agent = await create_agent(client)
+        session = await create_session(client, agent["id"])
+        turn = await finished(client, (await upload(client, session["id"], spoken("webm", text))).json()["id"])
+    assert turn["status"] == "done"
+    assert all(turn["timings_ms"][stage] >= 0 for stage in ("transcribing", "thinking", "speaking"))
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return make_settings(database_url, tmp_path)

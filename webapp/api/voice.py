@@ -1,0 +1,127 @@
+"""Voice turns: upload a recording, follow its stages, fetch the spoken reply."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, status
+from fastapi.responses import FileResponse, JSONResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from webapp.deps import RuntimeDep
+from webapp.errors import error_from_field
+from webapp.problems import PROBLEM_SCHEMA
+from webapp.schemas import VoiceTurnRead
+from webapp.services import voice
+from webapp.services.voice_events import STAGE_ORDER, TERMINAL
+from webapp.uploads import receive_file
+
+router = APIRouter(tags=["voice"])
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/problem+json": {"schema": PROBLEM_SCHEMA}}}
+
+
+AUDIO_MEDIA_TYPES = ["audio/mpeg", "audio/ogg", "audio/aac", "audio/flac", "audio/wav", "audio/pcm"]
+
+UPLOAD_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["audio"],
+                    "properties": {
+                        "audio": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "A recording: webm, ogg, wav, mp3, m4a/mp4 or flac (known by its bytes).",
+                        }
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "/sessions/{session_id}/voice",
+    status_code=status.HTTP_202_ACCEPTED,
+    openapi_extra=UPLOAD_DOC,
+    responses={
+        200: {
+            "description": "With `wait=true`: the spoken reply.",
+            "content": {media: {"schema": {"type": "string", "format": "binary"}} for media in AUDIO_MEDIA_TYPES},
+        },
+        202: {"description": "The turn was accepted and queued.", "model": VoiceTurnRead},
+        404: _problem("No such session."),
+        413: _problem("The recording is larger than `MAX_AUDIO_BYTES`."),
+        415: _problem("The upload is not audio in an accepted format."),
+        422: _problem("Empty, silent or too long audio, or no `audio` field."),
+        502: _problem("The AI provider failed (with `wait=true`)."),
+    },
+)
+async def create_voice_turn(
+    session_id: str,
+    request: Request,
+    runtime: RuntimeDep,
+    wait: Annotated[bool, Query(description="Answer only when the turn has finished, with the reply audio.")] = False,
+) -> Any:
+    """Send a recording; the agent's spoken reply follows through the voice turn."""
+    await voice.ensure_session(runtime, session_id=session_id)
+    upload = voice.incoming_path(runtime, session_id=session_id)
+    try:
+        await receive_file(request, field="audio", dest=upload, max_bytes=runtime.settings.max_audio_bytes)
+    except BaseException:
+        upload.unlink(missing_ok=True)
+        raise
+    turn = await voice.submit(runtime, session_id=session_id, upload=upload)
+    if not wait:
+        return JSONResponse(
+            turn.model_dump(mode="json"),
+            status_code=status.HTTP_202_ACCEPTED,
+            headers={"Location": f"/api/v1/voice-turns/{turn.id}"},
+        )
+    finished = await voice.wait_for(runtime, turn_id=turn.id)
+    if finished.error is not None:
+        raise error_from_field(finished.error.model_dump())
+    path, media_type = await voice.reply_audio(runtime, turn=finished)
+    headers = {
+        "X-Voice-Turn-Id": finished.id,
+        "X-User-Message-Id": finished.user_message_id or "",
+        "X-Assistant-Message-Id": finished.assistant_message_id or "",
+    }
+    return FileResponse(path, media_type=media_type, headers=headers)
+
+
+@router.get("/voice-turns/{turn_id}", responses={404: _problem("No such voice turn.")})
+async def get_voice_turn(turn_id: str, runtime: RuntimeDep) -> VoiceTurnRead:
+    """The voice turn's current state."""
+    return await voice.get_turn(runtime, turn_id=turn_id)
+
+
+@router.get(
+    "/voice-turns/{turn_id}/events",
+    responses={
+        200: {
+            "description": "SSE: the current state, then a `status` event per stage, then `done` or `failed`. "
+            "Every event's data is the whole voice turn.",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        404: _problem("No such voice turn."),
+    },
+)
+async def follow_voice_turn(turn_id: str, runtime: RuntimeDep) -> EventSourceResponse:
+    """Follow the voice turn's stages as server-sent events."""
+    await voice.get_turn(runtime, turn_id=turn_id)  # a 404 before the stream starts
+
+    async def events() -> AsyncIterator[ServerSentEvent]:
+        async for snapshot in voice.follow_turn(runtime, turn_id=turn_id):
+            name = snapshot.status if STAGE_ORDER[snapshot.status] == TERMINAL else "status"
+            yield ServerSentEvent(snapshot.model_dump_json(), event=name)
+
+    return EventSourceResponse(events(), ping=15)

@@ -1,0 +1,198 @@
+"""Decode, validate and encode audio with PyAV.
+
+Plain values in and out: this module knows nothing of the database or the domain. Everything here is synchronous CPU
+work; callers run it in a worker thread.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import cast
+
+import av
+import numpy as np
+
+from webapp.errors import AudioTooLong, NoSpeechDetected, UnsupportedAudio
+
+# Our short format names -> (file extension, content type).
+FORMATS: dict[str, tuple[str, str]] = {
+    "webm": (".webm", "audio/webm"),
+    "ogg": (".ogg", "audio/ogg"),
+    "wav": (".wav", "audio/wav"),
+    "mp3": (".mp3", "audio/mpeg"),
+    "mp4": (".m4a", "audio/mp4"),
+    "flac": (".flac", "audio/flac"),
+    "opus": (".opus", "audio/ogg"),
+    "aac": (".aac", "audio/aac"),
+    "pcm": (".pcm", "audio/pcm"),
+}
+UPLOAD_FORMATS = ("webm", "ogg", "wav", "mp3", "mp4", "flac")
+"""What `load_clip` accepts, sniffed from the bytes."""
+SPEECH_FORMATS = ("mp3", "opus", "aac", "flac", "wav", "pcm")
+"""What `encode_pcm` produces: OpenAI's speech `response_format` values."""
+
+SAMPLE_RATE = 16_000
+"""The rate of `AudioClip.pcm16k`, what speech recognisers expect."""
+PCM_RATE = 24_000
+"""The rate of the raw "pcm" output format (16-bit signed little-endian mono), as OpenAI's."""
+SILENCE_DBFS = -50.0
+
+_ACCEPTED = f"{', '.join(UPLOAD_FORMATS[:-1])} or {UPLOAD_FORMATS[-1]}"
+# FFmpeg demuxer names -> our short names. Matroska and WebM share a demuxer, as do MP4, M4A and QuickTime.
+_CONTAINERS = {
+    "matroska,webm": "webm",
+    "ogg": "ogg",
+    "wav": "wav",
+    "mp3": "mp3",
+    "mov,mp4,m4a,3gp,3g2,mj2": "mp4",
+    "flac": "flac",
+}
+# Output format -> (FFmpeg muxer, encoder, sample rate or None to keep the input's).
+_ENCODERS: dict[str, tuple[str, str, int | None]] = {
+    "mp3": ("mp3", "libmp3lame", None),
+    "opus": ("ogg", "libopus", 48_000),
+    "aac": ("adts", "aac", None),
+    "flac": ("flac", "flac", None),
+    "wav": ("wav", "pcm_s16le", None),
+}
+
+
+@dataclass(frozen=True)
+class AudioClip:
+    """A validated upload: where it is stored, what it is, and its speech-ready PCM."""
+
+    path: Path
+    format: str
+    content_type: str
+    duration_s: float
+    pcm16k: bytes
+    """16 kHz mono signed 16-bit little-endian PCM."""
+    peak_dbfs: float
+
+
+def content_type_for(fmt: str) -> str:
+    """The content type of one of our short format names."""
+    return _format(fmt)[1]
+
+
+def extension_for(fmt: str) -> str:
+    """The file extension (with its dot) of one of our short format names."""
+    return _format(fmt)[0]
+
+
+def _format(fmt: str) -> tuple[str, str]:
+    try:
+        return FORMATS[fmt]
+    except KeyError:
+        raise ValueError(f"Unknown audio format {fmt!r}") from None
+
+
+def load_clip(path: Path, *, max_seconds: float) -> AudioClip:
+    """Sniff, decode and validate an uploaded recording.
+
+    Raises `NoSpeechDetected` for an empty, sample-less or silent file, `UnsupportedAudio` for anything that is not
+    audio in an accepted container, and `AudioTooLong` (without decoding the rest) once `max_seconds` is passed.
+    """
+    if path.stat().st_size == 0:
+        raise NoSpeechDetected("The upload is empty")
+    # A file object, not the path: FFmpeg would otherwise let the file name sway its guess of the container.
+    with path.open("rb") as file:
+        try:
+            container = av.open(file, "r")
+        except av.FFmpegError as exc:
+            raise UnsupportedAudio("The upload is not a recognised audio file") from exc
+        with container:
+            fmt = _CONTAINERS.get(container.format.name)
+            if fmt is None:
+                raise UnsupportedAudio(f"Unsupported file type ({container.format.long_name}); send {_ACCEPTED} audio")
+            if not container.streams.audio:
+                raise UnsupportedAudio(f"The {fmt} file has no audio track")
+            pcm = _decode(container, max_seconds)
+
+    samples = np.frombuffer(pcm, dtype="<i2")
+    if samples.size == 0:
+        raise NoSpeechDetected("The recording contains no audio samples")
+    peak = int(np.abs(samples.astype(np.int32)).max())
+    peak_dbfs = 20 * math.log10(peak / 32768) if peak else -math.inf
+    if peak_dbfs <= SILENCE_DBFS:
+        raise NoSpeechDetected(f"The recording is silent (peak {peak_dbfs:.1f} dBFS, below {SILENCE_DBFS:g} dBFS)")
+    return AudioClip(
+        path=path,
+        format=fmt,
+        content_type=content_type_for(fmt),
+        duration_s=samples.size / SAMPLE_RATE,
+        pcm16k=pcm,
+        peak_dbfs=peak_dbfs,
+    )
+
+
+def _decode(container: av.container.InputContainer, max_seconds: float) -> bytes:
+    """Decode the first audio stream to 16 kHz mono s16le, stopping as soon as it runs past `max_seconds`."""
+    stream = container.streams.audio[0]
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+    limit = max_seconds * SAMPLE_RATE
+    chunks: list[bytes] = []
+    n_samples = 0
+    try:
+        for frame in container.decode(stream):
+            for out in resampler.resample(frame):
+                chunks.append(_s16_bytes(out))
+                n_samples += out.samples
+            if n_samples > limit:
+                # Browsers' WebM has no duration in its header; when there is one, it gives a better message.
+                header_s = container.duration / av.time_base if container.duration else 0.0
+                if header_s > max_seconds:
+                    raise AudioTooLong(f"The recording lasts {header_s:.1f} s, the limit is {max_seconds:g} s")
+                raise AudioTooLong(f"The recording is longer than the {max_seconds:g} s limit")
+        for out in resampler.resample(None):
+            chunks.append(_s16_bytes(out))
+    except (av.FFmpegError, ValueError) as exc:  # ValueError: the resampler refuses a frame whose layout changed
+        raise UnsupportedAudio("The audio is corrupt and could not be decoded") from exc
+    return b"".join(chunks)
+
+
+def _s16_bytes(frame: av.AudioFrame) -> bytes:
+    # A plane can carry padding past the last sample.
+    return bytes(frame.planes[0])[: frame.samples * 2]
+
+
+def encode_pcm(pcm: bytes, *, sample_rate: int, fmt: str) -> bytes:
+    """Encode 16-bit signed little-endian mono PCM as one of `SPEECH_FORMATS`.
+
+    "pcm" is the raw samples resampled to `PCM_RATE`; "opus" is Ogg Opus at 48 kHz; "aac" is ADTS. Empty PCM gives
+    a file with no samples (only a header, in the formats that have one).
+    """
+    if len(pcm) % 2:
+        raise ValueError("16-bit PCM must have an even number of bytes")
+    if fmt == "pcm":
+        return _resample(pcm, sample_rate, PCM_RATE)
+    try:
+        muxer, codec, rate = _ENCODERS[fmt]
+    except KeyError:
+        raise ValueError(f"Cannot encode speech as {fmt!r}; choose one of {', '.join(SPEECH_FORMATS)}") from None
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format=muxer) as output:
+        stream = cast(av.AudioStream, output.add_stream(codec, rate=rate or sample_rate, layout="mono"))
+        output.start_encoding()  # write the header even when there are no samples
+        if pcm:
+            # PyAV converts the sample format and rate and cuts the frame to the encoder's frame size.
+            output.mux(stream.encode(_frame(pcm, sample_rate)))
+        output.mux(stream.encode(None))
+    return buffer.getvalue()
+
+
+def _frame(pcm: bytes, sample_rate: int) -> av.AudioFrame:
+    frame = av.AudioFrame.from_ndarray(np.frombuffer(pcm, dtype="<i2").reshape(1, -1), format="s16", layout="mono")
+    frame.sample_rate = sample_rate
+    return frame
+
+
+def _resample(pcm: bytes, from_rate: int, to_rate: int) -> bytes:
+    if from_rate == to_rate or not pcm:
+        return pcm
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=to_rate)
+    frames = [*resampler.resample(_frame(pcm, from_rate)), *resampler.resample(None)]
+    return b"".join(_s16_bytes(frame) for frame in frames)
