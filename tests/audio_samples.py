@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import functools
 import io
+import wave
+from pathlib import Path
 from typing import cast
 
 import av
@@ -28,6 +30,17 @@ UPLOAD_ENCODERS: dict[str, tuple[str, str, int | None, dict[str, str]]] = {
     "flac": ("flac", "flac", None, {}),
 }
 TONE_RATE = 22_050
+
+
+QUESTION_WAV = Path(__file__).parent / "data" / "question.wav"
+""""one two three four five" spoken by espeak-ng, kept as a file: espeak-ng's output varies a little from call to call,
+and recognition tests need the very same input every run."""
+
+
+def question_pcm() -> tuple[bytes, int]:
+    """The samples and sample rate of `QUESTION_WAV`."""
+    with wave.open(str(QUESTION_WAV)) as file:
+        return file.readframes(file.getnframes()), file.getframerate()
 
 
 @functools.lru_cache(maxsize=64)

@@ -16,8 +16,6 @@ from tests.helpers import create_agent, create_session, history, parse_sse
 from tests.test_voice_pipeline import finished, spoken, upload
 from webapp.config import Settings
 
-QUESTION_TEXT = "what is the capital of france"
-
 
 def leftovers(settings: Settings) -> list[Path]:
     return [p for p in settings.media_dir.rglob("*") if p.is_file()] if settings.media_dir.exists() else []
@@ -142,8 +140,7 @@ def openai_app_settings(database_url: str, tmp_path: Path, upstream: FakeOpenAI)
 
 
 async def test_openai_voice_turn_sends_the_recording_as_is(openai_app_settings: Settings, upstream: FakeOpenAI) -> None:
-    pcm, rate = speech_pcm(QUESTION_TEXT)
-    recording = encode_clip(pcm, rate, "mp4")
+    recording = spoken("mp4")
     reply_audio = encode_clip(*speech_pcm("the answer"), "mp3")
     upstream.transcript = "What is the capital of France?"
     upstream.speech_audio = reply_audio

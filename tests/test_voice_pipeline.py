@@ -12,7 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import update
 
-from tests.audio_samples import encode_clip, speech_pcm
+from tests.audio_samples import encode_clip, question_pcm, speech_pcm
 from tests.conftest import make_settings, serve
 from tests.helpers import create_agent, create_session, history, parse_sse
 from webapp.config import Settings
@@ -20,11 +20,10 @@ from webapp.db import utcnow
 from webapp.models import VoiceTurn
 from webapp.services.runtime import Runtime
 
-QUESTION = "one two three four five"
 
-
-def spoken(fmt: str, text: str = QUESTION) -> bytes:
-    pcm, rate = speech_pcm(text)
+def spoken(fmt: str, text: str | None = None) -> bytes:
+    """A spoken clip in `fmt`: the recorded "one two three four five", or `text` freshly synthesised."""
+    pcm, rate = speech_pcm(text) if text else question_pcm()
     return encode_clip(pcm, rate, fmt)
 
 
@@ -189,7 +188,7 @@ async def test_deleting_the_session_deletes_its_audio(client: httpx.AsyncClient,
 
 async def _crash_turn(runtime: Runtime, turn_id: str, status: str) -> None:
     """Make a turn look as if its worker died mid-stage: that status, and a heartbeat long stopped."""
-    async with runtime.sessionmaker.begin() as db:
+    async with runtime.db.write() as db:
         await db.execute(
             update(VoiceTurn)
             .where(VoiceTurn.id == turn_id)

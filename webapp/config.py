@@ -55,8 +55,9 @@ def describe_error(error: ValidationError) -> str:
     """One line naming every bad setting, e.g. `invalid setting OPENAI_TIMEOUT_SECONDS: ...`."""
     parts = []
     for item in error.errors():
-        name = ".".join(str(part) for part in item["loc"]).upper() or "settings"
-        parts.append(f"{name}: {item['msg']}")
+        message = item["msg"].removeprefix("Value error, ")
+        name = ".".join(str(part) for part in item["loc"]).upper()
+        parts.append(f"{name}: {message}" if name else message)
     return "invalid configuration: " + "; ".join(parts)
 
 

@@ -34,11 +34,14 @@ async def get_settings(runtime: RuntimeDep) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-async def get_db(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
-    """One transaction per request, committed before the response is sent."""
-    async with runtime.sessionmaker() as db:
+async def get_db(request: Request, runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
+    """One transaction per request, committed before the response is sent (a write transaction unless reading)."""
+    if request.method in ("GET", "HEAD"):
+        async with runtime.db.read() as db:
+            yield db
+        return
+    async with runtime.db.write() as db:
         yield db
-        await db.commit()
 
 
 DbDep = Annotated[AsyncSession, Depends(get_db, scope="function")]

@@ -157,6 +157,9 @@ class UpstreamRateLimited(UpstreamError):
     code = "upstream_rate_limited"
     title = "AI provider rate limit reached"
 
+    def __init__(self, detail: str | None = None, *, retry_after: str = "30", **extra: Any) -> None:
+        super().__init__(detail, headers={"Retry-After": retry_after}, **extra)
+
 
 class UpstreamTimeout(UpstreamError):
     status = 504

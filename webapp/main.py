@@ -14,7 +14,7 @@ from webapp import problems
 from webapp.ai import build_provider
 from webapp.api import agents, health, messages, sessions, voice
 from webapp.config import Settings, describe_error, get_settings
-from webapp.db import create_engine, create_sessionmaker
+from webapp.db import Database
 from webapp.services import voice as voice_service
 from webapp.services.runtime import Runtime, cancel_and_wait
 from webapp.services.turn_lock import TurnLocks
@@ -34,14 +34,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(settings.database_url)
-        sessionmaker = create_sessionmaker(engine)
+        database = Database(settings.database_url)
         provider = build_provider(settings)
-        locks = TurnLocks(sessionmaker, busy_timeout=settings.session_busy_timeout_seconds)
+        locks = TurnLocks(database, busy_timeout=settings.session_busy_timeout_seconds)
         runtime = Runtime(
             settings=settings,
-            engine=engine,
-            sessionmaker=sessionmaker,
+            db=database,
             provider=provider,
             locks=locks,
             voice_slots=asyncio.Semaphore(settings.voice_workers),
@@ -54,7 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await cancel_and_wait(recovery)
             await runtime.drain(SHUTDOWN_GRACE_SECONDS)
             await provider.aclose()
-            await engine.dispose()
+            await database.dispose()
 
     app = FastAPI(title="Parley", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     problems.install(app)

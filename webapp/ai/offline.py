@@ -9,11 +9,14 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from webapp.ai.base import ChatMessage, ChatReply, TokenSink
 from webapp.audio import AudioClip, encode_pcm
 from webapp.config import Settings
+
+if TYPE_CHECKING:
+    from webapp.ai.offline_speech import OfflineRecognizer, OfflineSynthesizer
 
 OFFLINE_MODEL = "offline"
 
@@ -42,11 +45,15 @@ class OfflineProvider:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        # Engines load lazily: a server that never hears a voice turn never pays for them.
-        from webapp.ai.offline_speech import OfflineRecognizer, OfflineSynthesizer
+        self._engines: tuple[OfflineRecognizer, OfflineSynthesizer] | None = None
 
-        self._recognizer = OfflineRecognizer()
-        self._synthesizer = OfflineSynthesizer()
+    def _speech_engines(self) -> tuple[OfflineRecognizer, OfflineSynthesizer]:
+        # Loaded on first use: a server that never hears a voice turn never pays for them.
+        if self._engines is None:
+            from webapp.ai.offline_speech import OfflineRecognizer, OfflineSynthesizer
+
+            self._engines = OfflineRecognizer(), OfflineSynthesizer()
+        return self._engines
 
     async def aclose(self) -> None:
         return None
@@ -68,11 +75,13 @@ class OfflineProvider:
         return ChatReply(text, OFFLINE_MODEL, prompt_tokens=prompt_tokens, completion_tokens=len(text.split()))
 
     async def transcribe(self, clip: AudioClip) -> str:
-        return await asyncio.to_thread(self._recognizer.transcribe, clip.pcm16k)
+        recognizer, _ = self._speech_engines()
+        return await asyncio.to_thread(recognizer.transcribe, clip.pcm16k)
 
     async def speak(self, text: str, *, voice: str) -> bytes:
         return await asyncio.to_thread(self._speak, text, voice)
 
     def _speak(self, text: str, voice: str) -> bytes:
-        pcm, rate = self._synthesizer.synthesize(text, voice)
+        _, synthesizer = self._speech_engines()
+        pcm, rate = synthesizer.synthesize(text, voice)
         return encode_pcm(pcm, sample_rate=rate, fmt=self._settings.tts_format)

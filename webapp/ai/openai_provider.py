@@ -9,7 +9,8 @@ from typing import Any, Literal
 
 import aiohttp
 import openai
-from openai import AsyncOpenAI, DefaultAioHttpClient
+from openai import AsyncOpenAI, AsyncStream, DefaultAioHttpClient
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from pydantic import ValidationError
 
 from webapp.ai.base import ChatMessage, ChatReply, TokenSink
@@ -31,12 +32,10 @@ def map_sdk_error(exc: Exception) -> UpstreamError | None:
     if isinstance(exc, openai.APITimeoutError) and not _refused_connection(exc):
         return UpstreamTimeout("The AI provider did not answer in time.")
     if isinstance(exc, openai.APIConnectionError):
-        return UpstreamUnavailable(f"Could not reach the AI provider: {exc}")
+        return UpstreamUnavailable("Could not connect to the AI provider.")
     if isinstance(exc, openai.RateLimitError):
         retry_after = exc.response.headers.get("retry-after") or "30"
-        return UpstreamRateLimited(
-            f"The AI provider's rate limit was reached: {exc.message}", headers={"Retry-After": retry_after}
-        )
+        return UpstreamRateLimited(f"The AI provider's rate limit was reached: {exc.message}", retry_after=retry_after)
     if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
         return UpstreamAuthFailed(f"The AI provider refused our credentials ({exc.status_code}).")
     if isinstance(exc, openai.APIStatusError):
@@ -111,8 +110,15 @@ class OpenAIProvider:
                 return await self._complete(params)
             return await self._stream(params, on_token)
 
+    # The SDK's `chat.completions.create` first re-validates and transforms every message through its typed-dict
+    # machinery, at ~0.3 ms of CPU per message: for a long history that costs more than the rest of a turn. Our
+    # messages are already plain JSON, so they are posted through the same client (same retries, timeouts, auth
+    # and error mapping) without that step.
+
     async def _complete(self, params: dict[str, Any]) -> ChatReply:
-        completion = await self._client.chat.completions.create(**params)
+        completion = await self._client.post(
+            "/chat/completions", body=params, cast_to=ChatCompletion, options={"security": {"bearer_auth": True}}
+        )
         if not completion.choices:
             raise UpstreamUnavailable("The AI provider sent a reply with no choices.")
         usage = completion.usage
@@ -124,8 +130,13 @@ class OpenAIProvider:
         )
 
     async def _stream(self, params: dict[str, Any], on_token: TokenSink) -> ChatReply:
-        stream = await self._client.chat.completions.create(
-            **params, stream=True, stream_options={"include_usage": True}
+        stream = await self._client.post(
+            "/chat/completions",
+            body={**params, "stream": True, "stream_options": {"include_usage": True}},
+            cast_to=ChatCompletion,
+            options={"security": {"bearer_auth": True}},
+            stream=True,
+            stream_cls=AsyncStream[ChatCompletionChunk],
         )
         parts: list[str] = []
         model = params["model"]

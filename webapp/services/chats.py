@@ -130,7 +130,7 @@ async def run_turn(
 ) -> TurnOutcome:
     """One exchange, with the caller holding the session's turn lock."""
     hooks = hooks or TurnHooks()
-    async with runtime.sessionmaker.begin() as db:
+    async with runtime.db.write() as db:
         _, agent = await get_session(db=db, session_id=session_id)
         user = await append_message(
             db,
@@ -159,7 +159,7 @@ async def run_turn(
         failure = exc
     latency_ms = round((time.perf_counter() - started) * 1000)
 
-    async with runtime.sessionmaker.begin() as db:
+    async with runtime.db.write() as db:
         if reply is not None:
             assistant = await append_message(
                 db,

@@ -22,7 +22,7 @@ def expected_revision() -> str | None:
 async def check(runtime: Runtime) -> str | None:
     """None when ready, else one sentence saying what is wrong."""
     try:
-        async with runtime.engine.connect() as conn:
+        async with runtime.db.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
             try:
                 current = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()

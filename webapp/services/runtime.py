@@ -8,10 +8,9 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-
 from webapp.ai.base import AIProvider
 from webapp.config import Settings
+from webapp.db import Database
 from webapp.errors import AppError
 from webapp.services.turn_lock import TurnLocks
 from webapp.services.voice_events import TurnBroker
@@ -29,8 +28,7 @@ async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
 @dataclass
 class Runtime:
     settings: Settings
-    engine: AsyncEngine
-    sessionmaker: async_sessionmaker[AsyncSession]
+    db: Database
     provider: AIProvider
     locks: TurnLocks
     voice_slots: asyncio.Semaphore

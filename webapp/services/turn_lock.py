@@ -13,9 +13,8 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 from sqlalchemy import and_, exists, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from webapp.db import utcnow
+from webapp.db import Database, utcnow
 from webapp.errors import SessionBusy, SessionNotFound
 from webapp.models import ChatSession
 
@@ -23,13 +22,13 @@ from webapp.models import ChatSession
 class TurnLocks:
     def __init__(
         self,
-        sessionmaker: async_sessionmaker[AsyncSession],
+        database: Database,
         *,
         busy_timeout: float,
         lease_seconds: float = 30.0,
         poll_seconds: float = 0.05,
     ) -> None:
-        self._sessionmaker = sessionmaker
+        self._db = database
         self._busy_timeout = busy_timeout
         self._lease = timedelta(seconds=lease_seconds)
         self._poll_seconds = poll_seconds
@@ -83,7 +82,7 @@ class TurnLocks:
         loop = asyncio.get_running_loop()
         while True:
             now = utcnow()
-            async with self._sessionmaker.begin() as db:
+            async with self._db.write() as db:
                 claimed = await db.execute(
                     update(ChatSession)
                     .where(
@@ -103,7 +102,7 @@ class TurnLocks:
     async def _renew(self, session_id: str, token: str) -> None:
         while True:
             await asyncio.sleep(self._lease.total_seconds() / 3)
-            async with self._sessionmaker.begin() as db:
+            async with self._db.write() as db:
                 await db.execute(
                     update(ChatSession)
                     .where(and_(ChatSession.id == session_id, ChatSession.lease_token == token))
@@ -111,7 +110,7 @@ class TurnLocks:
                 )
 
     async def _release(self, session_id: str, token: str) -> None:
-        async with self._sessionmaker.begin() as db:
+        async with self._db.write() as db:
             await db.execute(
                 update(ChatSession)
                 .where(and_(ChatSession.id == session_id, ChatSession.lease_token == token))

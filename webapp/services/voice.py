@@ -22,7 +22,7 @@ from sqlalchemy import select, update
 
 from webapp.audio import AudioClip, content_type_for, extension_for, load_clip
 from webapp.db import utcnow
-from webapp.errors import AppError, NoSpeechDetected, TurnInterrupted, VoiceTurnNotFound
+from webapp.errors import AppError, AudioNotFound, NoSpeechDetected, TurnInterrupted, VoiceTurnNotFound
 from webapp.media import media_key, media_path, session_dir
 from webapp.models import Agent, ChatSession, Message, VoiceTurn
 from webapp.schemas import VoiceTurnRead
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 async def ensure_session(runtime: Runtime, *, session_id: str) -> None:
     """404 before reading an upload meant for a session that does not exist."""
-    async with runtime.sessionmaker() as db:
+    async with runtime.db.read() as db:
         await get_session(db=db, session_id=session_id)
 
 
@@ -62,7 +62,7 @@ async def submit(runtime: Runtime, *, session_id: str, upload: Path) -> VoiceTur
         upload.unlink(missing_ok=True)
         raise
     clip = dataclasses.replace(clip, path=media_path(settings, key))
-    async with runtime.sessionmaker.begin() as db:
+    async with runtime.db.write() as db:
         await get_session(db=db, session_id=session_id)  # it may have been deleted while the upload arrived
         turn = VoiceTurn(id=turn_id, session_id=session_id, upload_path=key, upload_format=clip.format)
         db.add(turn)
@@ -76,7 +76,7 @@ async def submit(runtime: Runtime, *, session_id: str, upload: Path) -> VoiceTur
 
 
 async def get_turn(runtime: Runtime, *, turn_id: str) -> VoiceTurnRead:
-    async with runtime.sessionmaker() as db:
+    async with runtime.db.read() as db:
         turn = await db.get(VoiceTurn, turn_id)
         if turn is None:
             raise VoiceTurnNotFound(f"No voice turn with id {turn_id!r}.")
@@ -98,10 +98,10 @@ async def wait_for(runtime: Runtime, *, turn_id: str) -> VoiceTurnRead:
 
 async def reply_audio(runtime: Runtime, *, turn: VoiceTurnRead) -> tuple[Path, str]:
     """The file and content type of a finished turn's spoken reply."""
-    async with runtime.sessionmaker() as db:
+    async with runtime.db.read() as db:
         message = await db.get(Message, turn.assistant_message_id)
     if message is None or message.audio_path is None or message.audio_content_type is None:
-        raise VoiceTurnNotFound(f"Voice turn {turn.id!r} has no reply audio.")
+        raise AudioNotFound(f"Voice turn {turn.id!r} has no reply audio.")
     return media_path(runtime.settings, message.audio_path), message.audio_content_type
 
 
@@ -110,7 +110,7 @@ async def reply_audio(runtime: Runtime, *, turn: VoiceTurnRead) -> tuple[Path, s
 
 async def _save(runtime: Runtime, turn_id: str, **changes: Any) -> VoiceTurnRead | None:
     """Commit changes to the turn and publish its new state (None if the turn was deleted meanwhile)."""
-    async with runtime.sessionmaker.begin() as db:
+    async with runtime.db.write() as db:
         turn = await db.get(VoiceTurn, turn_id)
         if turn is None:
             return None
@@ -126,7 +126,7 @@ async def _save(runtime: Runtime, turn_id: str, **changes: Any) -> VoiceTurnRead
 async def _heartbeat(runtime: Runtime, turn_id: str) -> None:
     while True:
         await asyncio.sleep(runtime.settings.voice_heartbeat_seconds)
-        async with runtime.sessionmaker.begin() as db:
+        async with runtime.db.write() as db:
             await db.execute(update(VoiceTurn).where(VoiceTurn.id == turn_id).values(heartbeat_at=utcnow()))
 
 
@@ -156,7 +156,7 @@ def _timed(timings: dict[str, int], stage: str) -> Iterator[None]:
 
 async def _pipeline(runtime: Runtime, turn_id: str, clip: AudioClip | None) -> None:
     settings = runtime.settings
-    async with runtime.sessionmaker() as db:
+    async with runtime.db.read() as db:
         row = (
             await db.execute(
                 select(VoiceTurn, Agent.voice)
@@ -201,7 +201,7 @@ async def _pipeline(runtime: Runtime, turn_id: str, clip: AudioClip | None) -> N
         audio = await runtime.provider.speak(reply, voice=voice)
     key = media_key(session_id, f"{assistant.id}.reply{extension_for(settings.tts_format)}")
     await asyncio.to_thread(_write, media_path(settings, key), audio)
-    async with runtime.sessionmaker.begin() as db:
+    async with runtime.db.write() as db:
         await db.execute(
             update(Message)
             .where(Message.id == assistant.id)
@@ -225,7 +225,7 @@ async def recover(runtime: Runtime) -> int:
     conditional UPDATE) and a crashed worker's turns are picked up by the others.
     """
     stale_before = utcnow() - timedelta(seconds=3 * runtime.settings.voice_heartbeat_seconds)
-    async with runtime.sessionmaker() as db:
+    async with runtime.db.read() as db:
         orphans = (
             await db.execute(
                 select(VoiceTurn.id, VoiceTurn.status).where(
@@ -235,7 +235,7 @@ async def recover(runtime: Runtime) -> int:
         ).all()
     taken = 0
     for turn_id, status in orphans:
-        async with runtime.sessionmaker.begin() as db:
+        async with runtime.db.write() as db:
             claimed = await db.execute(
                 update(VoiceTurn)
                 .where(VoiceTurn.id == turn_id, VoiceTurn.heartbeat_at < stale_before)
