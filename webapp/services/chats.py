@@ -7,22 +7,27 @@ still completed and stored. Turns in one session are serialised by `TurnLocks`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, Update, bindparam, exists, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from webapp.ai.base import ChatMessage, ChatReply
-from webapp.db import utcnow
+from webapp.db import new_id, utcnow
 from webapp.errors import AppError, MessageNotFound, SessionNotFound, UpstreamError
 from webapp.models import Agent, ChatSession, Message
 from webapp.schemas import MessageRead, TurnRead
 from webapp.services.pagination import decode_cursor, encode_cursor
 from webapp.services.runtime import Runtime
-from webapp.services.sessions import get_session
+from webapp.services.turn_lock import SESSION, Lease, LeaseTaken, TurnLocks
+
+AGENT = cast(Table, Agent.__table__)
+MESSAGE = cast(Table, Message.__table__)
+INSERT_MESSAGE = insert(MESSAGE)  # built once; values come as parameters
 
 TITLE_LENGTH = 60
 CONTEXT_MAX_MESSAGES = 400
@@ -56,38 +61,75 @@ async def get_message(*, db: AsyncSession, message_id: str) -> Message:
     return message
 
 
-async def append_message(
-    db: AsyncSession, *, session_id: str, title_if_unset: str | None = None, **fields: Any
-) -> Message:
-    """Add a message at the end of the session's history (its `seq` comes from the session's counter)."""
-    now = fields.setdefault("created_at", utcnow())
+@functools.cache
+def _append_statement(*, claim: bool, release: bool, title: bool) -> Update:
+    """The UPDATE that makes room for one more message (built once per variant, reused with parameters)."""
     values: dict[str, Any] = {
-        "message_count": ChatSession.message_count + 1,
-        "last_message_at": now,
-        "activity_at": now,
+        "message_count": SESSION.c.message_count + 1,
+        "last_message_at": bindparam("now"),
+        "activity_at": bindparam("now"),
+        "updated_at": bindparam("now"),
     }
-    if title_if_unset:
-        values["title"] = func.coalesce(ChatSession.title, title_if_unset)
-    seq = await db.scalar(
-        update(ChatSession).where(ChatSession.id == session_id).values(values).returning(ChatSession.message_count)
+    condition = SESSION.c.id == bindparam("session_id")
+    if title:
+        values["title"] = func.coalesce(SESSION.c.title, bindparam("new_title"))
+    if claim:
+        condition = condition & TurnLocks.claim_condition()
+        values.update(TurnLocks.claim_values())
+    if release:
+        values.update(TurnLocks.release_values())
+    return update(SESSION).where(condition).values(values).returning(SESSION.c.message_count, SESSION.c.agent_id)
+
+
+async def append_message(
+    db: AsyncSession,
+    *,
+    session_id: str,
+    locks: TurnLocks | None = None,
+    lease: Lease | None = None,
+    claim: bool = False,
+    release: bool = False,
+    title_if_unset: str | None = None,
+    **fields: Any,
+) -> tuple[Message, str]:
+    """Add a message at the end of the session's history; returns it and the session's agent id.
+
+    Its `seq` comes from the session's counter, bumped by the same UPDATE that can also `claim` or `release` the
+    turn's lease: a turn's bookkeeping costs no statements of its own. Core statements built once, not ORM units of
+    work: this runs twice per turn.
+    """
+    now = utcnow()
+    params: dict[str, Any] = {"session_id": session_id, "now": now, "new_title": title_if_unset}
+    with_lease = lease is not None and locks is not None and (claim or release)
+    if with_lease:
+        assert lease is not None and locks is not None
+        params.update(locks.lease_params(lease, now))
+    statement = _append_statement(
+        claim=with_lease and claim, release=with_lease and release, title=bool(title_if_unset)
     )
-    if seq is None:
+    row = (await db.execute(statement, params)).one_or_none()
+    if row is None:
+        if claim and await db.scalar(select(exists().where(SESSION.c.id == session_id))):
+            raise LeaseTaken
         raise SessionNotFound(f"No chat session with id {session_id!r}.")
-    message = Message(session_id=session_id, seq=seq, updated_at=now, **fields)
-    db.add(message)
-    await db.flush()
-    return message
+    fields.setdefault("source", "text")
+    fields.setdefault("status", "complete")
+    message = Message(
+        id=new_id(), session_id=session_id, seq=row.message_count, created_at=now, updated_at=now, **fields
+    )
+    await db.execute(INSERT_MESSAGE, {column.key: getattr(message, column.key) for column in MESSAGE.columns})
+    return message, row.agent_id
 
 
-async def build_context(db: AsyncSession, *, agent: Agent, session_id: str, budget: int) -> list[ChatMessage]:
+async def build_context(db: AsyncSession, *, prompt: str, session_id: str, budget: int) -> list[ChatMessage]:
     """The agent's prompt, then the newest complete messages that fit the token budget, oldest first."""
     rows = await db.execute(
-        select(Message.role, Message.content)
-        .where(Message.session_id == session_id, Message.status == "complete")
-        .order_by(Message.seq.desc())
+        select(MESSAGE.c.role, MESSAGE.c.content)
+        .where(MESSAGE.c.session_id == session_id, MESSAGE.c.status == "complete")
+        .order_by(MESSAGE.c.seq.desc())
         .limit(CONTEXT_MAX_MESSAGES)
     )
-    remaining = budget - estimate_tokens(agent.prompt)
+    remaining = budget - estimate_tokens(prompt)
     history: list[ChatMessage] = []
     for role, content in rows:
         cost = estimate_tokens(content)
@@ -96,7 +138,7 @@ async def build_context(db: AsyncSession, *, agent: Agent, session_id: str, budg
         history.append(ChatMessage(role="user" if role == "user" else "assistant", content=content))
         remaining -= cost
     history.reverse()
-    return [{"role": "system", "content": agent.prompt}, *history]
+    return [{"role": "system", "content": prompt}, *history]
 
 
 def _title_from(content: str) -> str:
@@ -122,29 +164,42 @@ class TurnOutcome:
 async def run_turn(
     runtime: Runtime,
     *,
-    session_id: str,
+    lease: Lease,
     content: str,
     source: str = "text",
     user_fields: dict[str, Any] | None = None,
     hooks: TurnHooks | None = None,
 ) -> TurnOutcome:
-    """One exchange, with the caller holding the session's turn lock."""
+    """One exchange, inside `runtime.locks.hold(...)`: two short transactions around the call to the model."""
     hooks = hooks or TurnHooks()
-    async with runtime.db.write() as db:
-        _, agent = await get_session(db=db, session_id=session_id)
-        user = await append_message(
-            db,
-            session_id=session_id,
-            title_if_unset=_title_from(content),
-            role="user",
-            content=content,
-            source=source,
-            **(user_fields or {}),
-        )
-        context = await build_context(
-            db, agent=agent, session_id=session_id, budget=runtime.settings.context_token_budget
-        )
-        model, temperature = agent.model, agent.temperature
+    session_id, locks = lease.session_id, runtime.locks
+    while True:
+        try:
+            async with runtime.db.write() as db:
+                user, agent_id = await append_message(
+                    db,
+                    session_id=session_id,
+                    locks=locks,
+                    lease=lease,
+                    claim=True,
+                    title_if_unset=_title_from(content),
+                    role="user",
+                    content=content,
+                    source=source,
+                    **(user_fields or {}),
+                )
+                agent = (
+                    await db.execute(
+                        select(AGENT.c.prompt, AGENT.c.model, AGENT.c.temperature).where(AGENT.c.id == agent_id)
+                    )
+                ).one()
+                context = await build_context(
+                    db, prompt=agent.prompt, session_id=session_id, budget=runtime.settings.context_token_budget
+                )
+            break
+        except LeaseTaken:
+            await locks.retry_later(lease)
+    lease.held = True
     user_read = MessageRead.of(user)
     if hooks.on_user_stored is not None:
         hooks.on_user_stored.set_result(user_read)
@@ -154,37 +209,36 @@ async def run_turn(
     failure: UpstreamError | None = None
     try:
         on_token = hooks.on_token.put_nowait if hooks.on_token is not None else None
-        reply = await runtime.provider.chat(context, model=model, temperature=temperature, on_token=on_token)
+        reply = await runtime.provider.chat(
+            context, model=agent.model, temperature=agent.temperature, on_token=on_token
+        )
     except UpstreamError as exc:
         failure = exc
     latency_ms = round((time.perf_counter() - started) * 1000)
 
+    if reply is not None:
+        fields: dict[str, Any] = {
+            "content": reply.text,
+            "model": reply.model,
+            "prompt_tokens": reply.prompt_tokens,
+            "completion_tokens": reply.completion_tokens,
+        }
+    else:
+        assert failure is not None
+        fields = {"content": "", "status": "failed", "error": failure.as_error_field(), "model": agent.model}
     async with runtime.db.write() as db:
-        if reply is not None:
-            assistant = await append_message(
-                db,
-                session_id=session_id,
-                role="assistant",
-                content=reply.text,
-                source=source,
-                model=reply.model,
-                prompt_tokens=reply.prompt_tokens,
-                completion_tokens=reply.completion_tokens,
-                latency_ms=latency_ms,
-            )
-        else:
-            assert failure is not None
-            assistant = await append_message(
-                db,
-                session_id=session_id,
-                role="assistant",
-                content="",
-                source=source,
-                status="failed",
-                error=failure.as_error_field(),
-                model=model,
-                latency_ms=latency_ms,
-            )
+        assistant, _ = await append_message(
+            db,
+            session_id=session_id,
+            locks=locks,
+            lease=lease,
+            release=True,
+            role="assistant",
+            source=source,
+            latency_ms=latency_ms,
+            **fields,
+        )
+    lease.held = False
     return TurnOutcome(TurnRead(user_message=user_read, assistant_message=MessageRead.of(assistant)), failure)
 
 
@@ -255,9 +309,9 @@ def start_turn(runtime: Runtime, *, session_id: str, content: str, stream: bool 
 
     async def turn() -> TurnRead:
         try:
-            async with runtime.locks.hold(session_id):
+            async with runtime.locks.hold(session_id) as lease:
                 hooks = TurnHooks(on_user_stored=stored, on_token=tokens if stream else None)
-                outcome = await run_turn(runtime, session_id=session_id, content=content, hooks=hooks)
+                outcome = await run_turn(runtime, lease=lease, content=content, hooks=hooks)
             if outcome.error is not None:
                 raise outcome.error
             return outcome.turn

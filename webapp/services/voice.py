@@ -175,7 +175,8 @@ async def _pipeline(runtime: Runtime, turn_id: str, clip: AudioClip | None) -> N
         )
 
     timings: dict[str, int] = {}
-    async with runtime.locks.hold(session_id):
+    async with runtime.locks.hold(session_id) as lease:
+        await runtime.locks.claim(lease)
         await _save(runtime, turn_id, status="transcribing")
         with _timed(timings, "transcribing"):
             transcript = (await runtime.provider.transcribe(clip)).strip()
@@ -185,7 +186,7 @@ async def _pipeline(runtime: Runtime, turn_id: str, clip: AudioClip | None) -> N
         with _timed(timings, "thinking"):
             outcome = await chats.run_turn(
                 runtime,
-                session_id=session_id,
+                lease=lease,
                 content=transcript,
                 source="voice",
                 user_fields={"audio_path": recording, "audio_content_type": clip.content_type},
