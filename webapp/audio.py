@@ -10,12 +10,12 @@ import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
-
-import av
-import numpy as np
+from typing import TYPE_CHECKING, cast
 
 from webapp.errors import AudioTooLong, NoSpeechDetected, UnsupportedAudio
+
+if TYPE_CHECKING:
+    import av
 
 # Our short format names -> (file extension, content type).
 FORMATS: dict[str, tuple[str, str]] = {
@@ -96,6 +96,9 @@ def load_clip(path: Path, *, max_seconds: float) -> AudioClip:
     Raises `NoSpeechDetected` for an empty, sample-less or silent file, `UnsupportedAudio` for anything that is not
     audio in an accepted container, and `AudioTooLong` (without decoding the rest) once `max_seconds` is passed.
     """
+    import av  # imported on first use: start-up and idle memory need neither it nor numpy
+    import numpy as np
+
     if path.stat().st_size == 0:
         raise NoSpeechDetected("The upload is empty")
     # A file object, not the path: FFmpeg would otherwise let the file name sway its guess of the container.
@@ -131,6 +134,8 @@ def load_clip(path: Path, *, max_seconds: float) -> AudioClip:
 
 def _decode(container: av.container.InputContainer, max_seconds: float) -> bytes:
     """Decode the first audio stream to 16 kHz mono s16le, stopping as soon as it runs past `max_seconds`."""
+    import av
+
     stream = container.streams.audio[0]
     resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
     limit = max_seconds * SAMPLE_RATE
@@ -165,6 +170,8 @@ def encode_pcm(pcm: bytes, *, sample_rate: int, fmt: str) -> bytes:
     "pcm" is the raw samples resampled to `PCM_RATE`; "opus" is Ogg Opus at 48 kHz; "aac" is ADTS. Empty PCM gives
     a file with no samples (only a header, in the formats that have one).
     """
+    import av
+
     if len(pcm) % 2:
         raise ValueError("16-bit PCM must have an even number of bytes")
     if fmt == "pcm":
@@ -185,12 +192,17 @@ def encode_pcm(pcm: bytes, *, sample_rate: int, fmt: str) -> bytes:
 
 
 def _frame(pcm: bytes, sample_rate: int) -> av.AudioFrame:
+    import av
+    import numpy as np
+
     frame = av.AudioFrame.from_ndarray(np.frombuffer(pcm, dtype="<i2").reshape(1, -1), format="s16", layout="mono")
     frame.sample_rate = sample_rate
     return frame
 
 
 def _resample(pcm: bytes, from_rate: int, to_rate: int) -> bytes:
+    import av
+
     if from_rate == to_rate or not pcm:
         return pcm
     resampler = av.AudioResampler(format="s16", layout="mono", rate=to_rate)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -16,6 +15,8 @@ MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
 @lru_cache
 def expected_revision() -> str | None:
+    from alembic.script import ScriptDirectory  # on the first readiness check, not at start-up
+
     return ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
 
 
