@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from logging.config import fileConfig
-from typing import Literal
+from typing import Any, Literal
 
 from alembic import context
+from sqlalchemy import event
 from sqlalchemy.engine import Connection
 
 from webapp import models  # noqa: F401  (registers the tables on Base.metadata)
@@ -56,8 +57,16 @@ def do_run_migrations(connection: Connection) -> None:
         context.run_migrations()
 
 
+def _sqlite_foreign_keys_off(dbapi_connection: Any, _record: Any) -> None:
+    # Batch migrations rebuild SQLite tables (copy, drop, rename); with foreign keys enforced, dropping a parent
+    # table would cascade-delete its children. Alembic's advice: switch enforcement off while migrating.
+    dbapi_connection.execute("PRAGMA foreign_keys=OFF")
+
+
 async def run_async_migrations() -> None:
     engine = create_engine(database_url())
+    if engine.dialect.name == "sqlite":
+        event.listen(engine.sync_engine, "connect", _sqlite_foreign_keys_off)
     async with engine.connect() as connection:
         await connection.run_sync(do_run_migrations)
     await engine.dispose()

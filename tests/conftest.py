@@ -76,7 +76,7 @@ def database_url(migrated_database: str, tmp_path: Path) -> str:
 
             conn = await asyncpg.connect(TEST_DATABASE_URL.replace("postgresql+asyncpg", "postgresql"))
             try:
-                await conn.execute("TRUNCATE agent, chat_session, message, voice_turn CASCADE")
+                await conn.execute("TRUNCATE user_account, api_key, agent, chat_session, message, voice_turn CASCADE")
             finally:
                 await conn.close()
 
@@ -110,6 +110,7 @@ def make_settings(database_url: str, tmp_path: Path, **overrides: Any) -> Settin
         "media_dir": tmp_path / "media",
         "ai_provider": "offline",
         "session_busy_timeout_seconds": 10,
+        "secret_key_file": tmp_path / "secret_key",
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -146,24 +147,50 @@ def runtime(app: FastAPI) -> Runtime:
     return result
 
 
+PASSWORD = "correct horse battery"
+
+
+async def sign_up(client: httpx.AsyncClient, email: str = "owner@example.com") -> dict[str, Any]:
+    """Register an account (or sign in, if it exists) and make `client` send its access token from now on."""
+    credentials = {"email": email, "password": PASSWORD}
+    response = await client.post("/auth/register", json=credentials)
+    if response.status_code == 409:
+        response = await client.post("/auth/login", json=credentials)
+    assert response.status_code in (200, 201), response.text
+    body: dict[str, Any] = response.json()
+    client.headers["Authorization"] = f"Bearer {body['access_token']}"
+    return body
+
+
 @asynccontextmanager
-async def api_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+async def api_client(app: FastAPI, *, signed_in: bool = True) -> AsyncIterator[httpx.AsyncClient]:
+    """A client for the app's API, signed in as a fresh account unless `signed_in` is false."""
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test/api/v1") as http:
+        if signed_in:
+            await sign_up(http)
         yield http
 
 
 @asynccontextmanager
-async def serve(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+async def serve(settings: Settings, *, signed_in: bool = True) -> AsyncIterator[httpx.AsyncClient]:
     """An app with these settings, started, and a client for its API (for tests that need unusual settings)."""
     application = create_app(settings)
-    async with LifespanManager(application), api_client(application) as http:
+    async with LifespanManager(application), api_client(application, signed_in=signed_in) as http:
         yield http
 
 
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """Signed in as owner@example.com."""
     async with api_client(app) as http:
+        yield http
+
+
+@pytest.fixture
+async def anon(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """Not signed in."""
+    async with api_client(app, signed_in=False) as http:
         yield http
 
 

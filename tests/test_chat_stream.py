@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import openai_settings
+from tests.conftest import openai_settings, sign_up
 from tests.fake_openai import CHAT, FakeOpenAI, Scripted, error_body
 from tests.helpers import create_agent, create_session, history, parse_sse
 from webapp.config import Settings
@@ -82,6 +82,7 @@ async def test_malformed_stream_chunk_ends_with_error_event(client: httpx.AsyncC
 
 async def test_client_disconnect_mid_stream_still_stores_the_reply(live_url: str, upstream: FakeOpenAI) -> None:
     async with httpx.AsyncClient(base_url=f"{live_url}/api/v1") as client:
+        await sign_up(client)
         agent = await create_agent(client)
         session = await create_session(client, agent["id"])
         words = [f"w{i} " for i in range(20)]

@@ -62,7 +62,7 @@ async def test_readyz_reports_missing_and_behind_schema(empty_database: str, tmp
     from alembic import command
 
     settings = make_settings(empty_database, tmp_path)
-    async with serve(settings) as client:
+    async with serve(settings, signed_in=False) as client:
         missing = await client.get("http://test/readyz")
         assert missing.status_code == 503
         assert missing.headers["content-type"] == "application/problem+json"
@@ -81,7 +81,7 @@ async def test_readyz_reports_missing_and_behind_schema(empty_database: str, tmp
 
 async def test_readyz_reports_unreachable_database(tmp_path: Path) -> None:
     settings = make_settings("postgresql+asyncpg://nobody@127.0.0.1:1/none", tmp_path)
-    async with serve(settings) as client:
+    async with serve(settings, signed_in=False) as client:
         response = await client.get("http://test/readyz")
         assert response.status_code == 503 and "unreachable" in response.json()["detail"]
         assert (await client.get("http://test/healthz")).json() == {"status": "ok"}

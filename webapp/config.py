@@ -34,6 +34,14 @@ class Settings(BaseSettings):
     max_audio_seconds: float = Field(300.0, gt=0)
     context_token_budget: int = Field(16_000, ge=256)
     session_busy_timeout_seconds: float = Field(120.0, gt=0)
+    allow_signup: bool = True
+    secret_key: str | None = Field(None, min_length=16)
+    secret_key_file: Path = Path("./data/secret_key")
+    access_token_hours: float = Field(24.0, gt=0)
+    rate_limit_messages_per_minute: int = Field(60, ge=0)
+    rate_limit_voice_per_minute: int = Field(20, ge=0)
+    cookie_secure: bool = False
+
     voice_workers: int = Field(2, ge=1, le=64)
     voice_heartbeat_seconds: float = Field(5.0, gt=0)
 

@@ -6,16 +6,20 @@ thread hop per request and lets requests overtake each other.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Path, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from webapp.config import Settings
+from webapp.errors import CsrfFailed, Unauthorized
 from webapp.models import Agent, ChatSession
-from webapp.services import agents, sessions
+from webapp.services import accounts, agents, sessions
+from webapp.services.accounts import Principal
 from webapp.services.runtime import Runtime
 
 
@@ -63,15 +67,71 @@ async def get_page_params(
 PageDep = Annotated[PageParams, Depends(get_page_params)]
 
 
-async def load_agent(db: DbDep, agent_id: Annotated[str, Path()]) -> Agent:
-    return await agents.get_agent(db=db, agent_id=agent_id)
+# --- who is calling --------------------------------------------------------------------------------------------------
+
+SESSION_COOKIE = "parley_session"
+CSRF_COOKIE = "parley_csrf"
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+bearer_scheme = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    description="An API key (`pk_…`, from `POST /api/v1/api-keys`) or an access token (`pat_…`, from "
+    "`POST /api/v1/auth/login`).",
+)
+
+
+def check_csrf(request: Request, submitted: str | None) -> None:
+    """A cookie-authenticated change must echo the CSRF cookie (double-submit), which other sites cannot read."""
+    expected = request.cookies.get(CSRF_COOKIE)
+    if not expected or not submitted or not secrets.compare_digest(expected, submitted):
+        raise CsrfFailed("Send the `parley_csrf` cookie's value in the X-CSRF-Token header (or the form's csrf_token).")
+
+
+async def get_principal(
+    request: Request,
+    runtime: RuntimeDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+) -> Principal:
+    """The caller, from `Authorization: Bearer …` or the browser's session cookie; 401 otherwise."""
+    if credentials is not None:
+        token = credentials.credentials
+        if token.startswith(accounts.API_KEY_PREFIX):
+            principal = await accounts.principal_for_api_key(database=runtime.db, secret=token)
+        else:
+            principal = accounts.read_token(secret=runtime.secret_key, token=token)
+        if principal is None:
+            raise Unauthorized("The bearer token is not valid: expired, revoked or mistyped.")
+        return principal
+    cookie = request.cookies.get(SESSION_COOKIE)
+    principal = accounts.read_token(secret=runtime.secret_key, token=cookie) if cookie else None
+    if principal is None:
+        raise Unauthorized("Sign in, or send `Authorization: Bearer <API key or access token>`.")
+    if request.method not in SAFE_METHODS:
+        check_csrf(request, request.headers.get(CSRF_HEADER))
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+AUTHENTICATED = [Depends(get_principal)]
+"""Router dependencies: authentication runs before anything else the route needs (notably its transaction)."""
+
+
+# --- loaders ---------------------------------------------------------------------------------------------------------
+
+
+async def load_agent(db: DbDep, principal: PrincipalDep, agent_id: Annotated[str, Path()]) -> Agent:
+    return await agents.get_agent(db=db, owner_id=principal.user_id, agent_id=agent_id)
 
 
 AgentDep = Annotated[Agent, Depends(load_agent)]
 
 
-async def load_chat(db: DbDep, session_id: Annotated[str, Path()]) -> tuple[ChatSession, Agent]:
-    return await sessions.get_session(db=db, session_id=session_id)
+async def load_chat(
+    db: DbDep, principal: PrincipalDep, session_id: Annotated[str, Path()]
+) -> tuple[ChatSession, Agent]:
+    return await sessions.get_session(db=db, owner_id=principal.user_id, session_id=session_id)
 
 
 ChatDep = Annotated[tuple[ChatSession, Agent], Depends(load_chat)]

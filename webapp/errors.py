@@ -76,6 +76,55 @@ class RouteNotFound(NotFound):
     code = "not_found"
 
 
+# --- accounts --------------------------------------------------------------------------------------------------------
+
+
+class Unauthorized(AppError):
+    status = 401
+    code = "unauthorized"
+    title = "Authentication required"
+
+    def __init__(self, detail: str | None = None, **extra: Any) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="parley"'}, **extra)
+
+
+class InvalidCredentials(Unauthorized):
+    code = "invalid_credentials"
+    title = "Wrong email or password"
+
+
+class SignupDisabled(AppError):
+    status = 403
+    code = "signup_disabled"
+    title = "Sign-up is closed"
+
+
+class CsrfFailed(AppError):
+    status = 403
+    code = "csrf_failed"
+    title = "Missing or wrong CSRF token"
+
+
+class EmailTaken(AppError):
+    status = 409
+    code = "email_taken"
+    title = "Email already registered"
+
+
+class ApiKeyNotFound(NotFound):
+    code = "api_key_not_found"
+    title = "API key not found"
+
+
+class RateLimited(AppError):
+    status = 429
+    code = "rate_limited"
+    title = "Too many requests"
+
+    def __init__(self, detail: str | None = None, *, retry_after: int, **extra: Any) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after)}, **extra)
+
+
 # --- client input ----------------------------------------------------------------------------------------------------
 
 

@@ -12,10 +12,12 @@ from pydantic import ValidationError
 
 from webapp import problems
 from webapp.ai import build_provider
-from webapp.api import agents, health, messages, sessions, voice
+from webapp.api import agents, auth, health, messages, sessions, voice
 from webapp.config import Settings, describe_error, get_settings
 from webapp.db import Database
+from webapp.services import accounts
 from webapp.services import voice as voice_service
+from webapp.services.limits import RateLimiter
 from webapp.services.runtime import Runtime, cancel_and_wait
 from webapp.services.turn_lock import TurnLocks
 
@@ -43,6 +45,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             provider=provider,
             locks=locks,
             voice_slots=asyncio.Semaphore(settings.voice_workers),
+            secret_key=accounts.load_secret_key(settings),
+            message_limiter=RateLimiter(settings.rate_limit_messages_per_minute, what="messages"),
+            voice_limiter=RateLimiter(settings.rate_limit_voice_per_minute, what="voice turns"),
         )
         app.state.runtime = runtime
         recovery = asyncio.create_task(voice_service.recover_forever(runtime))
@@ -57,7 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Parley", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     problems.install(app)
     app.include_router(health.router)
-    for router in (agents.router, sessions.router, voice.router, messages.router):
+    for router in (auth.public, auth.router, agents.router, sessions.router, voice.router, messages.router):
         app.include_router(router, prefix=API_PREFIX)
     return app
 

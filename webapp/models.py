@@ -21,11 +21,39 @@ class TimestampMixin:
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_same_as_created, onupdate=utcnow)
 
 
-class Agent(TimestampMixin, Base):
-    __tablename__ = "agent"
-    __table_args__ = (Index("ix_agent_created_at_id", "created_at", "id"),)
+class User(TimestampMixin, Base):
+    __tablename__ = "user_account"  # "user" is reserved in PostgreSQL
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    email: Mapped[str] = mapped_column(String(320))
+    # Lower-cased: the unique key that makes sign-up and sign-in case-insensitive.
+    email_key: Mapped[str] = mapped_column(String(320), unique=True)
+    display_name: Mapped[str] = mapped_column(String(100))
+    password_hash: Mapped[str] = mapped_column(String(200))
+
+
+class ApiKey(TimestampMixin, Base):
+    __tablename__ = "api_key"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(ForeignKey("user_account.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    prefix: Mapped[str] = mapped_column(String(32))
+    # SHA-256 of the secret: keys are long and random, so a fast hash is safe and keeps every request cheap.
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Agent(TimestampMixin, Base):
+    __tablename__ = "agent"
+    __table_args__ = (
+        Index("ix_agent_created_at_id", "created_at", "id"),
+        Index("ix_agent_owner_id_created_at", "owner_id", "created_at", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    # Null only for agents made before accounts existed; the first account made adopts them.
+    owner_id: Mapped[str | None] = mapped_column(ForeignKey("user_account.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(100))
     prompt: Mapped[str] = mapped_column(Text)
     model: Mapped[str] = mapped_column(String(200))

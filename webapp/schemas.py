@@ -30,6 +30,73 @@ class Page(BaseModel, Generic[T]):
     next_cursor: str | None = Field(description="Pass as `cursor` to get the next page; null on the last page.")
 
 
+# --- accounts --------------------------------------------------------------------------------------------------------
+
+Email = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+]
+Password = Annotated[str, StringConstraints(min_length=8, max_length=200)]
+
+
+class RegisterRequest(Input):
+    email: Email
+    password: Password
+    display_name: Name | None = None
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"email": "ada@example.com", "password": "correct horse battery"}]}
+    )
+
+
+class LoginRequest(Input):
+    email: Email
+    password: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class UserRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    email: str
+    display_name: str
+    created_at: datetime
+
+
+class TokenRead(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_at: datetime
+
+
+class RegisterRead(BaseModel):
+    user: UserRead
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_at: datetime
+
+
+class ApiKeyCreate(Input):
+    name: Name
+
+
+class ApiKeyRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str
+    prefix: str = Field(description="The start of the secret, to recognise the key by.")
+    created_at: datetime
+    last_used_at: datetime | None
+
+
+class ApiKeyCreated(BaseModel):
+    id: str
+    name: str
+    prefix: str
+    created_at: datetime
+    secret: str = Field(description="Shown this once: only a hash of it is stored.")
+
+
 # --- agents ----------------------------------------------------------------------------------------------------------
 
 

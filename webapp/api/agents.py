@@ -4,26 +4,30 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from webapp.deps import AgentDep, DbDep, PageDep, RuntimeDep, SettingsDep
+from webapp.deps import AUTHENTICATED, AgentDep, DbDep, PageDep, PrincipalDep, RuntimeDep, SettingsDep
 from webapp.media import remove_session_media
 from webapp.schemas import AgentCreate, AgentRead, AgentUpdate, Page, SessionCreate, SessionRead
 from webapp.services import agents, sessions
 
-router = APIRouter(tags=["agents"])
+router = APIRouter(tags=["agents"], dependencies=AUTHENTICATED)
 
 
 @router.post("/agents", status_code=status.HTTP_201_CREATED)
-async def create_agent(data: AgentCreate, db: DbDep, settings: SettingsDep, response: Response) -> AgentRead:
+async def create_agent(
+    data: AgentCreate, db: DbDep, settings: SettingsDep, principal: PrincipalDep, response: Response
+) -> AgentRead:
     """Create an agent."""
-    agent = await agents.create_agent(db=db, settings=settings, data=data)
+    agent = await agents.create_agent(db=db, settings=settings, owner_id=principal.user_id, data=data)
     response.headers["Location"] = f"/api/v1/agents/{agent.id}"
     return AgentRead.model_validate(agent)
 
 
 @router.get("/agents")
-async def list_agents(db: DbDep, page: PageDep) -> Page[AgentRead]:
+async def list_agents(db: DbDep, principal: PrincipalDep, page: PageDep) -> Page[AgentRead]:
     """List agents, newest first."""
-    items, next_cursor = await agents.list_agents(db=db, limit=page.limit, cursor=page.cursor)
+    items, next_cursor = await agents.list_agents(
+        db=db, owner_id=principal.user_id, limit=page.limit, cursor=page.cursor
+    )
     return Page[AgentRead](items=[AgentRead.model_validate(a) for a in items], next_cursor=next_cursor)
 
 

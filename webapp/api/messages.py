@@ -7,13 +7,13 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
-from webapp.deps import DbDep, SettingsDep
+from webapp.deps import AUTHENTICATED, DbDep, PrincipalDep, SettingsDep
 from webapp.errors import AudioNotFound
 from webapp.media import media_path
 from webapp.problems import PROBLEM_SCHEMA
 from webapp.services import chats
 
-router = APIRouter(tags=["messages"])
+router = APIRouter(tags=["messages"], dependencies=AUTHENTICATED)
 
 
 @router.get(
@@ -28,9 +28,9 @@ router = APIRouter(tags=["messages"])
         },
     },
 )
-async def get_message_audio(message_id: str, db: DbDep, settings: SettingsDep) -> Any:
+async def get_message_audio(message_id: str, db: DbDep, settings: SettingsDep, principal: PrincipalDep) -> Any:
     """A voice message's audio: the user's recording as uploaded, or the agent's spoken reply (Range supported)."""
-    message = await chats.get_message(db=db, message_id=message_id)
+    message = await chats.get_message(db=db, owner_id=principal.user_id, message_id=message_id)
     if message.audio_path is None or message.audio_content_type is None:
         raise AudioNotFound(f"Message {message_id!r} has no audio.")
     path = media_path(settings, message.audio_path)

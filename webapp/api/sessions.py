@@ -10,14 +10,14 @@ from fastapi import APIRouter, Header, status
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from webapp.deps import ChatDep, DbDep, PageDep, RuntimeDep
+from webapp.deps import AUTHENTICATED, ChatDep, DbDep, PageDep, PrincipalDep, RuntimeDep
 from webapp.media import remove_session_media
 from webapp.problems import PROBLEM_SCHEMA
 from webapp.schemas import MessageCreate, MessageRead, Page, SessionRead, SessionUpdate, TurnRead
 from webapp.services import chats, sessions
 from webapp.services.chats import DoneEvent, ErrorEvent, TokenEvent, TurnEvent
 
-router = APIRouter(tags=["sessions"])
+router = APIRouter(tags=["sessions"], dependencies=AUTHENTICATED)
 
 
 @router.get("/sessions/{session_id}")
@@ -87,12 +87,16 @@ async def send_message(
     session_id: str,
     data: MessageCreate,
     runtime: RuntimeDep,
+    principal: PrincipalDep,
     accept: Annotated[str, Header()] = "application/json",
 ) -> Any:
     """Send a message and get the agent's reply (streamed with `Accept: text/event-stream`)."""
     # No request transaction here: the turn opens its own short ones around the call to the model.
     stream = "text/event-stream" in accept
-    turn = chats.start_turn(runtime, session_id=session_id, content=data.content, stream=stream)
+    runtime.message_limiter.check(principal.user_id)
+    turn = chats.start_turn(
+        runtime, owner_id=principal.user_id, session_id=session_id, content=data.content, stream=stream
+    )
     if stream:
         await turn.user_message()  # errors before anything is stored keep their own status (404, 409)
         return EventSourceResponse(_render(turn.events()), status_code=status.HTTP_201_CREATED, ping=15)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import FileResponse, JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from webapp.deps import RuntimeDep
+from webapp.deps import AUTHENTICATED, PrincipalDep, RuntimeDep
 from webapp.errors import error_from_field
 from webapp.problems import PROBLEM_SCHEMA
 from webapp.schemas import VoiceTurnRead
@@ -17,7 +17,7 @@ from webapp.services import voice
 from webapp.services.voice_events import STAGE_ORDER, TERMINAL
 from webapp.uploads import receive_file
 
-router = APIRouter(tags=["voice"])
+router = APIRouter(tags=["voice"], dependencies=AUTHENTICATED)
 
 
 def _problem(description: str) -> dict[str, Any]:
@@ -69,24 +69,26 @@ async def create_voice_turn(
     session_id: str,
     request: Request,
     runtime: RuntimeDep,
+    principal: PrincipalDep,
     wait: Annotated[bool, Query(description="Answer only when the turn has finished, with the reply audio.")] = False,
 ) -> Any:
     """Send a recording; the agent's spoken reply follows through the voice turn."""
-    await voice.ensure_session(runtime, session_id=session_id)
+    runtime.voice_limiter.check(principal.user_id)
+    await voice.ensure_session(runtime, owner_id=principal.user_id, session_id=session_id)
     upload = voice.incoming_path(runtime, session_id=session_id)
     try:
         await receive_file(request, field="audio", dest=upload, max_bytes=runtime.settings.max_audio_bytes)
     except BaseException:
         upload.unlink(missing_ok=True)
         raise
-    turn = await voice.submit(runtime, session_id=session_id, upload=upload)
+    turn = await voice.submit(runtime, owner_id=principal.user_id, session_id=session_id, upload=upload)
     if not wait:
         return JSONResponse(
             turn.model_dump(mode="json"),
             status_code=status.HTTP_202_ACCEPTED,
             headers={"Location": f"/api/v1/voice-turns/{turn.id}"},
         )
-    finished = await voice.wait_for(runtime, turn_id=turn.id)
+    finished = await voice.wait_for(runtime, owner_id=principal.user_id, turn_id=turn.id)
     if finished.error is not None:
         raise error_from_field(finished.error.model_dump())
     path, media_type = await voice.reply_audio(runtime, turn=finished)
@@ -99,9 +101,9 @@ async def create_voice_turn(
 
 
 @router.get("/voice-turns/{turn_id}", responses={404: _problem("No such voice turn.")})
-async def get_voice_turn(turn_id: str, runtime: RuntimeDep) -> VoiceTurnRead:
+async def get_voice_turn(turn_id: str, runtime: RuntimeDep, principal: PrincipalDep) -> VoiceTurnRead:
     """The voice turn's current state."""
-    return await voice.get_turn(runtime, turn_id=turn_id)
+    return await voice.get_turn(runtime, owner_id=principal.user_id, turn_id=turn_id)
 
 
 @router.get(
@@ -115,12 +117,12 @@ async def get_voice_turn(turn_id: str, runtime: RuntimeDep) -> VoiceTurnRead:
         404: _problem("No such voice turn."),
     },
 )
-async def follow_voice_turn(turn_id: str, runtime: RuntimeDep) -> EventSourceResponse:
+async def follow_voice_turn(turn_id: str, runtime: RuntimeDep, principal: PrincipalDep) -> EventSourceResponse:
     """Follow the voice turn's stages as server-sent events."""
-    await voice.get_turn(runtime, turn_id=turn_id)  # a 404 before the stream starts
+    await voice.get_turn(runtime, owner_id=principal.user_id, turn_id=turn_id)  # a 404 before the stream starts
 
     async def events() -> AsyncIterator[ServerSentEvent]:
-        async for snapshot in voice.follow_turn(runtime, turn_id=turn_id):
+        async for snapshot in voice.follow_turn(runtime, owner_id=principal.user_id, turn_id=turn_id):
             name = snapshot.status if STAGE_ORDER[snapshot.status] == TERMINAL else "status"
             yield ServerSentEvent(snapshot.model_dump_json(), event=name)
 

@@ -14,8 +14,9 @@ from webapp.schemas import AgentCreate, AgentUpdate
 from webapp.services.pagination import decode_cursor, encode_cursor
 
 
-async def create_agent(*, db: AsyncSession, settings: Settings, data: AgentCreate) -> Agent:
+async def create_agent(*, db: AsyncSession, settings: Settings, owner_id: str, data: AgentCreate) -> Agent:
     agent = Agent(
+        owner_id=owner_id,
         name=data.name,
         prompt=data.prompt,
         model=data.model or settings.chat_model,
@@ -27,16 +28,24 @@ async def create_agent(*, db: AsyncSession, settings: Settings, data: AgentCreat
     return agent
 
 
-async def get_agent(*, db: AsyncSession, agent_id: str) -> Agent:
-    agent = await db.get(Agent, agent_id)
+async def get_agent(*, db: AsyncSession, owner_id: str, agent_id: str) -> Agent:
+    """The agent, if it is `owner_id`'s: another user's agent is as unknown as a missing one."""
+    agent = await db.scalar(select(Agent).where(Agent.id == agent_id, Agent.owner_id == owner_id))
     if agent is None:
         raise AgentNotFound(f"No agent with id {agent_id!r}.")
     return agent
 
 
-async def list_agents(*, db: AsyncSession, limit: int, cursor: str | None) -> tuple[list[Agent], str | None]:
+async def list_agents(
+    *, db: AsyncSession, owner_id: str, limit: int, cursor: str | None
+) -> tuple[list[Agent], str | None]:
     """Newest first."""
-    query = select(Agent).order_by(Agent.created_at.desc(), Agent.id.desc()).limit(limit + 1)
+    query = (
+        select(Agent)
+        .where(Agent.owner_id == owner_id)
+        .order_by(Agent.created_at.desc(), Agent.id.desc())
+        .limit(limit + 1)
+    )
     if cursor:
         created_at, agent_id = decode_cursor(cursor, datetime, str)
         query = query.where(tuple_(Agent.created_at, Agent.id) < tuple_(created_at, agent_id))

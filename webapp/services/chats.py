@@ -54,15 +54,20 @@ async def list_messages(
     return [MessageRead.of(message) for message in messages], next_cursor
 
 
-async def get_message(*, db: AsyncSession, message_id: str) -> Message:
-    message = await db.get(Message, message_id)
+async def get_message(*, db: AsyncSession, owner_id: str, message_id: str) -> Message:
+    message = await db.scalar(
+        select(Message)
+        .join(ChatSession, ChatSession.id == Message.session_id)
+        .join(Agent, Agent.id == ChatSession.agent_id)
+        .where(Message.id == message_id, Agent.owner_id == owner_id)
+    )
     if message is None:
         raise MessageNotFound(f"No message with id {message_id!r}.")
     return message
 
 
 @functools.cache
-def _append_statement(*, claim: bool, release: bool, title: bool) -> Update:
+def _append_statement(*, claim: bool, release: bool, title: bool, owned: bool) -> Update:
     """The UPDATE that makes room for one more message (built once per variant, reused with parameters)."""
     values: dict[str, Any] = {
         "message_count": SESSION.c.message_count + 1,
@@ -73,6 +78,8 @@ def _append_statement(*, claim: bool, release: bool, title: bool) -> Update:
     condition = SESSION.c.id == bindparam("session_id")
     if title:
         values["title"] = func.coalesce(SESSION.c.title, bindparam("new_title"))
+    if owned:
+        condition = condition & SESSION.c.agent_id.in_(select(AGENT.c.id).where(AGENT.c.owner_id == bindparam("owner")))
     if claim:
         condition = condition & TurnLocks.claim_condition()
         values.update(TurnLocks.claim_values())
@@ -90,6 +97,7 @@ async def append_message(
     claim: bool = False,
     release: bool = False,
     title_if_unset: str | None = None,
+    owner_id: str | None = None,
     **fields: Any,
 ) -> tuple[Message, str]:
     """Add a message at the end of the session's history; returns it and the session's agent id.
@@ -99,17 +107,23 @@ async def append_message(
     work: this runs twice per turn.
     """
     now = utcnow()
-    params: dict[str, Any] = {"session_id": session_id, "now": now, "new_title": title_if_unset}
+    params: dict[str, Any] = {"session_id": session_id, "now": now, "new_title": title_if_unset, "owner": owner_id}
     with_lease = lease is not None and locks is not None and (claim or release)
     if with_lease:
         assert lease is not None and locks is not None
         params.update(locks.lease_params(lease, now))
     statement = _append_statement(
-        claim=with_lease and claim, release=with_lease and release, title=bool(title_if_unset)
+        claim=with_lease and claim,
+        release=with_lease and release,
+        title=bool(title_if_unset),
+        owned=owner_id is not None,
     )
     row = (await db.execute(statement, params)).one_or_none()
     if row is None:
-        if claim and await db.scalar(select(exists().where(SESSION.c.id == session_id))):
+        visible = SESSION.c.id == session_id
+        if owner_id is not None:
+            visible &= SESSION.c.agent_id.in_(select(AGENT.c.id).where(AGENT.c.owner_id == owner_id))
+        if claim and await db.scalar(select(exists().where(visible))):
             raise LeaseTaken
         raise SessionNotFound(f"No chat session with id {session_id!r}.")
     fields.setdefault("source", "text")
@@ -166,6 +180,7 @@ async def run_turn(
     *,
     lease: Lease,
     content: str,
+    owner_id: str | None = None,
     source: str = "text",
     user_fields: dict[str, Any] | None = None,
     hooks: TurnHooks | None = None,
@@ -182,6 +197,7 @@ async def run_turn(
                     locks=locks,
                     lease=lease,
                     claim=True,
+                    owner_id=owner_id,
                     title_if_unset=_title_from(content),
                     role="user",
                     content=content,
@@ -298,7 +314,7 @@ class RunningTurn:
             raise error
 
 
-def start_turn(runtime: Runtime, *, session_id: str, content: str, stream: bool = False) -> RunningTurn:
+def start_turn(runtime: Runtime, *, owner_id: str, session_id: str, content: str, stream: bool = False) -> RunningTurn:
     """Start a typed turn in the background: it waits for the session's turn lock, then runs to completion.
 
     With `stream`, the reply is requested as a stream and its pieces are offered through `RunningTurn.events`.
@@ -311,7 +327,7 @@ def start_turn(runtime: Runtime, *, session_id: str, content: str, stream: bool 
         try:
             async with runtime.locks.hold(session_id) as lease:
                 hooks = TurnHooks(on_user_stored=stored, on_token=tokens if stream else None)
-                outcome = await run_turn(runtime, lease=lease, content=content, hooks=hooks)
+                outcome = await run_turn(runtime, lease=lease, owner_id=owner_id, content=content, hooks=hooks)
             if outcome.error is not None:
                 raise outcome.error
             return outcome.turn

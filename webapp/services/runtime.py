@@ -12,6 +12,7 @@ from webapp.ai.base import AIProvider
 from webapp.config import Settings
 from webapp.db import Database
 from webapp.errors import AppError
+from webapp.services.limits import RateLimiter, SignInThrottle
 from webapp.services.turn_lock import TurnLocks
 from webapp.services.voice_events import TurnBroker
 
@@ -33,6 +34,11 @@ class Runtime:
     locks: TurnLocks
     voice_slots: asyncio.Semaphore
     """Bounds how many voice turns run their pipeline at once."""
+    secret_key: bytes
+    """Signs access tokens and browser sessions."""
+    message_limiter: RateLimiter
+    voice_limiter: RateLimiter
+    sign_in_throttle: SignInThrottle = field(default_factory=SignInThrottle)
     voice_events: TurnBroker = field(default_factory=TurnBroker)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 

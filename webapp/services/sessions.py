@@ -20,8 +20,10 @@ async def create_session(*, db: AsyncSession, agent: Agent, title: str | None) -
     return SessionRead.of(chat, agent_name=agent.name)
 
 
-async def get_session(*, db: AsyncSession, session_id: str) -> tuple[ChatSession, Agent]:
-    row = (await db.execute(select(ChatSession, Agent).join(Agent).where(ChatSession.id == session_id))).one_or_none()
+async def get_session(*, db: AsyncSession, owner_id: str, session_id: str) -> tuple[ChatSession, Agent]:
+    """The session and its agent, if the agent is `owner_id`'s: another user's session is as unknown as none."""
+    query = select(ChatSession, Agent).join(Agent).where(ChatSession.id == session_id, Agent.owner_id == owner_id)
+    row = (await db.execute(query)).one_or_none()
     if row is None:
         raise SessionNotFound(f"No chat session with id {session_id!r}.")
     return row[0], row[1]

@@ -37,10 +37,10 @@ log = logging.getLogger(__name__)
 # --- accepting a recording -------------------------------------------------------------------------------------------
 
 
-async def ensure_session(runtime: Runtime, *, session_id: str) -> None:
-    """404 before reading an upload meant for a session that does not exist."""
+async def ensure_session(runtime: Runtime, *, owner_id: str, session_id: str) -> None:
+    """404 before reading an upload meant for a session that does not exist (for this user)."""
     async with runtime.db.read() as db:
-        await get_session(db=db, session_id=session_id)
+        await get_session(db=db, owner_id=owner_id, session_id=session_id)
 
 
 def incoming_path(runtime: Runtime, *, session_id: str) -> Path:
@@ -50,7 +50,7 @@ def incoming_path(runtime: Runtime, *, session_id: str) -> Path:
     return folder / f"incoming-{uuid.uuid4().hex}.part"
 
 
-async def submit(runtime: Runtime, *, session_id: str, upload: Path) -> VoiceTurnRead:
+async def submit(runtime: Runtime, *, owner_id: str, session_id: str, upload: Path) -> VoiceTurnRead:
     """Validate the received recording and queue its turn; on any error the file is deleted and nothing stored."""
     settings = runtime.settings
     try:
@@ -63,7 +63,7 @@ async def submit(runtime: Runtime, *, session_id: str, upload: Path) -> VoiceTur
         raise
     clip = dataclasses.replace(clip, path=media_path(settings, key))
     async with runtime.db.write() as db:
-        await get_session(db=db, session_id=session_id)  # it may have been deleted while the upload arrived
+        await get_session(db=db, owner_id=owner_id, session_id=session_id)  # deleted while the upload arrived?
         turn = VoiceTurn(id=turn_id, session_id=session_id, upload_path=key, upload_format=clip.format)
         db.add(turn)
         await db.flush()
@@ -75,22 +75,27 @@ async def submit(runtime: Runtime, *, session_id: str, upload: Path) -> VoiceTur
 # --- reading and following -------------------------------------------------------------------------------------------
 
 
-async def get_turn(runtime: Runtime, *, turn_id: str) -> VoiceTurnRead:
+async def get_turn(runtime: Runtime, *, owner_id: str, turn_id: str) -> VoiceTurnRead:
     async with runtime.db.read() as db:
-        turn = await db.get(VoiceTurn, turn_id)
+        turn = await db.scalar(
+            select(VoiceTurn)
+            .join(ChatSession, ChatSession.id == VoiceTurn.session_id)
+            .join(Agent, Agent.id == ChatSession.agent_id)
+            .where(VoiceTurn.id == turn_id, Agent.owner_id == owner_id)
+        )
         if turn is None:
             raise VoiceTurnNotFound(f"No voice turn with id {turn_id!r}.")
         return VoiceTurnRead.of(turn)
 
 
-def follow_turn(runtime: Runtime, *, turn_id: str) -> AsyncIterator[VoiceTurnRead]:
+def follow_turn(runtime: Runtime, *, owner_id: str, turn_id: str) -> AsyncIterator[VoiceTurnRead]:
     """The turn's current state, then every later stage, ending with `done` or `failed`."""
-    return follow(runtime.voice_events, turn_id, lambda: get_turn(runtime, turn_id=turn_id))
+    return follow(runtime.voice_events, turn_id, lambda: get_turn(runtime, owner_id=owner_id, turn_id=turn_id))
 
 
-async def wait_for(runtime: Runtime, *, turn_id: str) -> VoiceTurnRead:
+async def wait_for(runtime: Runtime, *, owner_id: str, turn_id: str) -> VoiceTurnRead:
     """The turn once it has finished."""
-    async for snapshot in follow_turn(runtime, turn_id=turn_id):
+    async for snapshot in follow_turn(runtime, owner_id=owner_id, turn_id=turn_id):
         if STAGE_ORDER[snapshot.status] == TERMINAL:
             return snapshot
     raise AssertionError("a followed turn ended without a terminal state")  # pragma: no cover

@@ -1,0 +1,77 @@
+"""Accounts: register, sign in, who am I, and API keys."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response, status
+
+from webapp.deps import AUTHENTICATED, DbDep, PrincipalDep, RuntimeDep, SettingsDep
+from webapp.errors import InvalidCredentials
+from webapp.schemas import (
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyRead,
+    LoginRequest,
+    RegisterRead,
+    RegisterRequest,
+    TokenRead,
+    UserRead,
+)
+from webapp.services import accounts
+
+public = APIRouter(tags=["accounts"])
+router = APIRouter(tags=["accounts"], dependencies=AUTHENTICATED)
+
+
+@public.post("/auth/register", status_code=status.HTTP_201_CREATED)
+async def register(data: RegisterRequest, db: DbDep, runtime: RuntimeDep) -> RegisterRead:
+    """Create an account (the first one always; later ones while `ALLOW_SIGNUP` is true) and sign in."""
+    user = await accounts.register(
+        db=db, settings=runtime.settings, email=data.email, password=data.password, display_name=data.display_name
+    )
+    token, expires_at = accounts.issue_token(
+        secret=runtime.secret_key, user_id=user.id, hours=runtime.settings.access_token_hours
+    )
+    return RegisterRead(user=UserRead.model_validate(user), access_token=token, expires_at=expires_at)
+
+
+@public.post("/auth/login")
+async def login(data: LoginRequest, request: Request, db: DbDep, runtime: RuntimeDep) -> TokenRead:
+    """Exchange email and password for a bearer access token."""
+    account, address = accounts.email_key(data.email), request.client.host if request.client else "unknown"
+    runtime.sign_in_throttle.before_attempt(account=account, address=address)
+    try:
+        user = await accounts.authenticate(db=db, email=data.email, password=data.password)
+    except InvalidCredentials:
+        runtime.sign_in_throttle.failed(account=account, address=address)
+        raise
+    runtime.sign_in_throttle.succeeded(account=account)
+    token, expires_at = accounts.issue_token(
+        secret=runtime.secret_key, user_id=user.id, hours=runtime.settings.access_token_hours
+    )
+    return TokenRead(access_token=token, expires_at=expires_at)
+
+
+@router.get("/me")
+async def get_me(principal: PrincipalDep, db: DbDep) -> UserRead:
+    """The signed-in account."""
+    return UserRead.model_validate(await accounts.get_user(db=db, user_id=principal.user_id))
+
+
+@router.post("/api-keys", status_code=status.HTTP_201_CREATED)
+async def create_api_key(data: ApiKeyCreate, principal: PrincipalDep, db: DbDep, response: Response) -> ApiKeyCreated:
+    """Create an API key; its secret is in this response only."""
+    key, secret = await accounts.create_api_key(db=db, user_id=principal.user_id, name=data.name)
+    response.headers["Location"] = f"/api/v1/api-keys/{key.id}"
+    return ApiKeyCreated(id=key.id, name=key.name, prefix=key.prefix, created_at=key.created_at, secret=secret)
+
+
+@router.get("/api-keys")
+async def list_api_keys(principal: PrincipalDep, db: DbDep) -> list[ApiKeyRead]:
+    """Your API keys (never their secrets)."""
+    return [ApiKeyRead.model_validate(k) for k in await accounts.list_api_keys(db=db, user_id=principal.user_id)]
+
+
+@router.delete("/api-keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_api_key(key_id: str, principal: PrincipalDep, db: DbDep, settings: SettingsDep) -> None:
+    """Revoke an API key at once."""
+    await accounts.delete_api_key(db=db, user_id=principal.user_id, key_id=key_id)

@@ -1,0 +1,188 @@
+"""Accounts: sign-up and sign-in (argon2 password hashes), signed access tokens, and API keys."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import exists, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from webapp.config import Settings
+from webapp.db import Database, utcnow
+from webapp.errors import ApiKeyNotFound, EmailTaken, InvalidCredentials, SignupDisabled, Unauthorized
+from webapp.models import Agent, ApiKey, User
+
+TOKEN_PREFIX = "pat_"
+"""Access tokens (from sign-in) start with this; API keys with `API_KEY_PREFIX`."""
+API_KEY_PREFIX = "pk_"
+API_KEY_LAST_USED_RESOLUTION = timedelta(minutes=1)
+"""`last_used_at` is written at most this often per key, so using a key costs no write on most requests."""
+
+_hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
+# A real hash to verify against when the email is unknown, so a wrong email takes as long as a wrong password.
+_DUMMY_HASH = _hasher.hash("parley-timing-equaliser")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: every query is scoped to `user_id`."""
+
+    user_id: str
+
+
+def email_key(email: str) -> str:
+    return email.strip().lower()
+
+
+def load_secret_key(settings: Settings) -> bytes:
+    """`SECRET_KEY`, or a random key generated once and kept in `SECRET_KEY_FILE` (so restarts keep sign-ins)."""
+    if settings.secret_key:
+        return settings.secret_key.encode()
+    path: Path = settings.secret_key_file
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(secrets.token_urlsafe(48))
+    return path.read_text().strip().encode()
+
+
+# --- passwords and users ---------------------------------------------------------------------------------------------
+
+
+async def hash_password(password: str) -> str:
+    return await asyncio.to_thread(_hasher.hash, password)  # ~50 ms of CPU: never on the event loop
+
+
+async def _password_matches(password_hash: str, password: str) -> bool:
+    try:
+        return await asyncio.to_thread(_hasher.verify, password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+async def register(
+    *, db: AsyncSession, settings: Settings, email: str, password: str, display_name: str | None
+) -> User:
+    """Create an account. The first account can always be made, and adopts agents made before accounts existed."""
+    first = not await db.scalar(select(exists().where(User.id.is_not(None))))
+    if not first and not settings.allow_signup:
+        raise SignupDisabled("This server does not accept new accounts; ask its owner for one.")
+    key = email_key(email)
+    if await db.scalar(select(exists().where(User.email_key == key))):
+        raise EmailTaken(f"An account with the email {email.strip()!r} already exists.")
+    user = User(
+        email=email.strip(),
+        email_key=key,
+        display_name=(display_name or "").strip() or key.split("@")[0],
+        password_hash=await hash_password(password),
+    )
+    db.add(user)
+    await db.flush()
+    if first:
+        await db.execute(update(Agent).where(Agent.owner_id.is_(None)).values(owner_id=user.id))
+    return user
+
+
+async def authenticate(*, db: AsyncSession, email: str, password: str) -> User:
+    user = await db.scalar(select(User).where(User.email_key == email_key(email)))
+    if not await _password_matches(user.password_hash if user else _DUMMY_HASH, password) or user is None:
+        raise InvalidCredentials("Wrong email or password.")
+    return user
+
+
+async def get_user(*, db: AsyncSession, user_id: str) -> User:
+    user = await db.get(User, user_id)
+    if user is None:
+        raise Unauthorized("This account no longer exists.")
+    return user
+
+
+# --- access tokens ---------------------------------------------------------------------------------------------------
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def issue_token(*, secret: bytes, user_id: str, hours: float) -> tuple[str, datetime]:
+    """A signed, expiring token naming the user: checked with no database read."""
+    expires_at = utcnow() + timedelta(hours=hours)
+    payload = _b64(json.dumps({"sub": user_id, "exp": int(expires_at.timestamp())}).encode())
+    signature = _b64(hmac.new(secret, payload.encode(), hashlib.sha256).digest())
+    return f"{TOKEN_PREFIX}{payload}.{signature}", expires_at
+
+
+def read_token(*, secret: bytes, token: str) -> Principal | None:
+    """The principal of a valid, unexpired token, else None."""
+    if not token.startswith(TOKEN_PREFIX) or "." not in token:
+        return None
+    payload, signature = token.removeprefix(TOKEN_PREFIX).rsplit(".", 1)
+    expected = _b64(hmac.new(secret, payload.encode(), hashlib.sha256).digest())
+    if not hmac.compare_digest(signature, expected):
+        return None
+    try:
+        claims = json.loads(_unb64(payload))
+        user_id, expires = str(claims["sub"]), int(claims["exp"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    return Principal(user_id) if expires > utcnow().timestamp() else None
+
+
+# --- API keys --------------------------------------------------------------------------------------------------------
+
+
+def _key_hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+async def create_api_key(*, db: AsyncSession, user_id: str, name: str) -> tuple[ApiKey, str]:
+    """A new key and its secret: the secret is returned this once and stored only as a hash."""
+    secret = API_KEY_PREFIX + secrets.token_urlsafe(32)
+    key = ApiKey(user_id=user_id, name=name, prefix=secret[:10], secret_hash=_key_hash(secret))
+    db.add(key)
+    await db.flush()
+    return key, secret
+
+
+async def list_api_keys(*, db: AsyncSession, user_id: str) -> list[ApiKey]:
+    return list((await db.scalars(select(ApiKey).where(ApiKey.user_id == user_id).order_by(ApiKey.created_at))).all())
+
+
+async def delete_api_key(*, db: AsyncSession, user_id: str, key_id: str) -> None:
+    key = await db.scalar(select(ApiKey).where(ApiKey.id == key_id, ApiKey.user_id == user_id))
+    if key is None:
+        raise ApiKeyNotFound(f"No API key with id {key_id!r}.")
+    await db.delete(key)
+
+
+async def principal_for_api_key(*, database: Database, secret: str) -> Principal | None:
+    """The key's owner, or None for an unknown or revoked key; notes when the key was last used."""
+    async with database.read() as db:
+        row = (
+            await db.execute(
+                select(ApiKey.id, ApiKey.user_id, ApiKey.last_used_at).where(ApiKey.secret_hash == _key_hash(secret))
+            )
+        ).one_or_none()
+    if row is None:
+        return None
+    now = utcnow()
+    if row.last_used_at is None or now - row.last_used_at > API_KEY_LAST_USED_RESOLUTION:
+        async with database.write() as db:
+            await db.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now))
+    return Principal(row.user_id)

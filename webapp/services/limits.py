@@ -1,0 +1,67 @@
+"""Sliding-window rate limits, kept in this process's memory.
+
+With several worker processes each keeps its own count, so the effective limit is up to N times the setting; that
+trade buys a check that costs no database round trip on every message.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict, deque
+
+from webapp.errors import RateLimited
+
+
+class RateLimiter:
+    def __init__(self, limit: int, *, window_seconds: float = 60.0, what: str = "requests") -> None:
+        self.limit, self.window, self.what = limit, window_seconds, what
+        self._events: defaultdict[str, deque[float]] = defaultdict(deque)
+
+    def _recent(self, key: str, now: float) -> deque[float]:
+        events = self._events[key]
+        while events and events[0] <= now - self.window:
+            events.popleft()
+        return events
+
+    def check(self, key: str) -> None:
+        """Count one event for `key`, or raise 429 `rate_limited` if the window is full. A limit of 0 is off."""
+        if self.limit <= 0:
+            return
+        now = time.monotonic()
+        events = self._recent(key, now)
+        if len(events) >= self.limit:
+            retry_after = max(1, math.ceil(events[0] + self.window - now))
+            raise RateLimited(
+                f"Too many {self.what}: the limit is {self.limit} per {self.window:g} s. Retry in {retry_after} s.",
+                retry_after=retry_after,
+            )
+        events.append(now)
+
+    def blocked(self, key: str) -> bool:
+        """Whether `key` is at its limit, without counting anything."""
+        return 0 < self.limit <= len(self._recent(key, time.monotonic()))
+
+    def reset(self, key: str) -> None:
+        self._events.pop(key, None)
+
+
+class SignInThrottle:
+    """Failed sign-ins per account and per client address (successes clear the account's count)."""
+
+    def __init__(self, *, per_account: int = 5, per_address: int = 20, window_seconds: float = 900.0) -> None:
+        self._account = RateLimiter(per_account, window_seconds=window_seconds, what="failed sign-ins")
+        self._address = RateLimiter(per_address, window_seconds=window_seconds, what="failed sign-ins")
+
+    def before_attempt(self, *, account: str, address: str) -> None:
+        for limiter, key in ((self._account, account), (self._address, address)):
+            if limiter.blocked(key):
+                limiter.check(key)  # raises with the right Retry-After
+
+    def failed(self, *, account: str, address: str) -> None:
+        for limiter, key in ((self._account, account), (self._address, address)):
+            if not limiter.blocked(key):
+                limiter.check(key)
+
+    def succeeded(self, *, account: str) -> None:
+        self._account.reset(account)
