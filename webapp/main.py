@@ -6,8 +6,10 @@ import asyncio
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 
 from webapp import problems
@@ -15,6 +17,8 @@ from webapp.ai import build_provider
 from webapp.api import agents, auth, health, messages, sessions, voice
 from webapp.config import Settings, describe_error, get_settings
 from webapp.db import Database
+from webapp.pages import auth as auth_pages
+from webapp.pages import home as home_page
 from webapp.services import accounts
 from webapp.services import voice as voice_service
 from webapp.services.limits import RateLimiter
@@ -22,6 +26,7 @@ from webapp.services.runtime import Runtime, cancel_and_wait
 from webapp.services.turn_lock import TurnLocks
 
 API_PREFIX = "/api/v1"
+STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
 SHUTDOWN_GRACE_SECONDS = 10.0
 
 DESCRIPTION = """
@@ -62,6 +67,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Parley", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     problems.install(app)
     app.include_router(health.router)
+    app.include_router(auth_pages.router)
+    app.include_router(home_page.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     for router in (auth.public, auth.router, agents.router, sessions.router, voice.router, messages.router):
         app.include_router(router, prefix=API_PREFIX)
     return app

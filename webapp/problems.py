@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from webapp.errors import AppError, ValidationFailed
@@ -34,8 +34,17 @@ def problem_response(error: AppError) -> JSONResponse:
     return JSONResponse(error.problem(), status_code=error.status, headers=error.headers, media_type=PROBLEM_JSON)
 
 
-async def _app_error(_request: Request, exc: Exception) -> JSONResponse:
+def _wants_page(request: Request) -> bool:
+    return not request.url.path.startswith("/api/") and "text/html" in request.headers.get("accept", "")
+
+
+async def _app_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AppError)
+    if _wants_page(request):  # a browser on a page: the same problem, as a page
+        from webapp.pages.rendering import templates
+
+        context = {"problem": exc.problem(), "provider": "", "csrf_token": ""}
+        return templates.TemplateResponse(request, "error.html", context, status_code=exc.status, headers=exc.headers)
     return problem_response(exc)
 
 

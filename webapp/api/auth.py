@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response, status
 
-from webapp.deps import AUTHENTICATED, DbDep, PrincipalDep, RuntimeDep, SettingsDep
+from webapp.deps import AUTHENTICATED, DbDep, PrincipalDep, RuntimeDep
 from webapp.errors import InvalidCredentials
 from webapp.schemas import (
     ApiKeyCreate,
@@ -72,6 +72,6 @@ async def list_api_keys(principal: PrincipalDep, db: DbDep) -> list[ApiKeyRead]:
 
 
 @router.delete("/api-keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_api_key(key_id: str, principal: PrincipalDep, db: DbDep, settings: SettingsDep) -> None:
+async def delete_api_key(key_id: str, principal: PrincipalDep, db: DbDep) -> None:
     """Revoke an API key at once."""
     await accounts.delete_api_key(db=db, user_id=principal.user_id, key_id=key_id)

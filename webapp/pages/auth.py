@@ -1,0 +1,118 @@
+"""Sign-up, sign-in and sign-out forms; a signed-in browser holds an HttpOnly session cookie."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse, Response
+from pydantic import ValidationError
+
+from webapp.deps import SESSION_COOKIE, RuntimeDep, check_csrf
+from webapp.errors import AppError, InvalidCredentials
+from webapp.pages.rendering import render
+from webapp.schemas import RegisterRequest
+from webapp.services import accounts
+from webapp.services.runtime import Runtime
+
+router = APIRouter(include_in_schema=False)
+
+
+def _signed_in(runtime: Runtime, user_id: str) -> Response:
+    token, _ = accounts.issue_token(
+        secret=runtime.secret_key, user_id=user_id, hours=runtime.settings.access_token_hours
+    )
+    response = RedirectResponse("/", status_code=303)
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        httponly=True,
+        samesite="lax",
+        secure=runtime.settings.cookie_secure,
+        path="/",
+        max_age=int(runtime.settings.access_token_hours * 3600),
+    )
+    return response
+
+
+@router.get("/signin")
+async def signin_form(request: Request, runtime: RuntimeDep) -> Response:
+    return render(request, runtime, "auth.html", mode="signin")
+
+
+@router.get("/signup")
+async def signup_form(request: Request, runtime: RuntimeDep) -> Response:
+    return render(request, runtime, "auth.html", mode="signup")
+
+
+@router.post("/signin")
+async def signin(request: Request, runtime: RuntimeDep) -> Response:
+    form = await request.form()
+    check_csrf(request, str(form.get("csrf_token", "")))
+    email, password = str(form.get("email", "")), str(form.get("password", ""))
+    account, address = accounts.email_key(email), request.client.host if request.client else "unknown"
+    try:
+        runtime.sign_in_throttle.before_attempt(account=account, address=address)
+        async with runtime.db.read() as db:
+            user = await accounts.authenticate(db=db, email=email, password=password)
+    except InvalidCredentials as exc:
+        runtime.sign_in_throttle.failed(account=account, address=address)
+        return render(request, runtime, "auth.html", mode="signin", email=email, error=exc.detail, status_code=401)
+    except AppError as exc:  # throttled
+        response = render(
+            request, runtime, "auth.html", mode="signin", email=email, error=exc.detail, status_code=exc.status
+        )
+        response.headers.update(exc.headers)
+        return response
+    runtime.sign_in_throttle.succeeded(account=account)
+    return _signed_in(runtime, user.id)
+
+
+@router.post("/signup")
+async def signup(request: Request, runtime: RuntimeDep) -> Response:
+    form = await request.form()
+    check_csrf(request, str(form.get("csrf_token", "")))
+    fields = {key: str(form.get(key, "")) for key in ("email", "password", "display_name")}
+    try:
+        data = RegisterRequest(
+            email=fields["email"], password=fields["password"], display_name=fields["display_name"] or None
+        )
+        async with runtime.db.write() as db:
+            user = await accounts.register(
+                db=db,
+                settings=runtime.settings,
+                email=data.email,
+                password=data.password,
+                display_name=data.display_name,
+            )
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        return render(
+            request,
+            runtime,
+            "auth.html",
+            mode="signup",
+            error=problems,
+            status_code=422,
+            email=fields["email"],
+            display_name=fields["display_name"],
+        )
+    except AppError as exc:
+        return render(
+            request,
+            runtime,
+            "auth.html",
+            mode="signup",
+            error=exc.detail,
+            status_code=exc.status,
+            email=fields["email"],
+            display_name=fields["display_name"],
+        )
+    return _signed_in(runtime, user.id)
+
+
+@router.post("/signout")
+async def signout(request: Request) -> Response:
+    form = await request.form()
+    check_csrf(request, str(form.get("csrf_token", "")))
+    response = RedirectResponse("/signin", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
