@@ -17,8 +17,10 @@ from webapp.ai import build_provider
 from webapp.api import agents, auth, health, messages, sessions, voice
 from webapp.config import Settings, describe_error, get_settings
 from webapp.db import Database
+from webapp.pages import agents as agent_pages
 from webapp.pages import auth as auth_pages
-from webapp.pages import home as home_page
+from webapp.pages import chat as chat_pages
+from webapp.pages import sessions as session_pages
 from webapp.services import accounts
 from webapp.services import voice as voice_service
 from webapp.services.limits import RateLimiter
@@ -67,8 +69,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Parley", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     problems.install(app)
     app.include_router(health.router)
-    app.include_router(auth_pages.router)
-    app.include_router(home_page.router)
+    for page in (auth_pages, agent_pages, session_pages, chat_pages):
+        app.include_router(page.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     for router in (auth.public, auth.router, agents.router, sessions.router, voice.router, messages.router):
         app.include_router(router, prefix=API_PREFIX)

@@ -34,17 +34,12 @@ def problem_response(error: AppError) -> JSONResponse:
     return JSONResponse(error.problem(), status_code=error.status, headers=error.headers, media_type=PROBLEM_JSON)
 
 
-def _wants_page(request: Request) -> bool:
-    return not request.url.path.startswith("/api/") and "text/html" in request.headers.get("accept", "")
-
-
 async def _app_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AppError)
-    if _wants_page(request):  # a browser on a page: the same problem, as a page
-        from webapp.pages.rendering import templates
+    from webapp.pages.rendering import error_page, wants_page
 
-        context = {"problem": exc.problem(), "provider": "", "csrf_token": ""}
-        return templates.TemplateResponse(request, "error.html", context, status_code=exc.status, headers=exc.headers)
+    if wants_page(request):  # a browser on a page: the same problem, as a fragment or a page
+        return error_page(request, exc)
     return problem_response(exc)
 
 
@@ -80,7 +75,10 @@ async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
 
 
 def install(app: FastAPI) -> None:
+    from webapp.pages.rendering import SignInRequired, sign_in_redirect
+
     app.add_exception_handler(AppError, _app_error)
+    app.add_exception_handler(SignInRequired, sign_in_redirect)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -1,21 +1,33 @@
-"""Shared by the page routes: templates, the CSRF cookie, and who is signed in."""
+"""Shared by the page routes: templates, the signed-in browser, CSRF, and errors as fragments or pages."""
 
 from __future__ import annotations
 
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request
-from fastapi.responses import HTMLResponse
+from fastapi import Depends, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from webapp.deps import CSRF_COOKIE, SESSION_COOKIE
+from webapp.deps import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE, RuntimeDep, check_csrf
+from webapp.errors import AppError
 from webapp.services import accounts
 from webapp.services.accounts import Principal
 from webapp.services.runtime import Runtime
 
 templates = Jinja2Templates(directory=Path(__file__).resolve().parents[2] / "templates")
+
+
+def _local_time(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M UTC") if value else ""
+
+
+templates.env.filters["when"] = _local_time
+
+
+class SignInRequired(Exception):
+    """A page needs a signed-in browser: answered with a redirect to the sign-in form."""
 
 
 def csrf_token(request: Request) -> str:
@@ -31,9 +43,25 @@ def page_principal(request: Request, runtime: Runtime) -> Principal | None:
     return accounts.read_token(secret=runtime.secret_key, token=cookie) if cookie else None
 
 
+async def require_browser(request: Request, runtime: RuntimeDep) -> Principal:
+    """The signed-in browser's principal; a change must also carry the CSRF token (header or form field)."""
+    principal = page_principal(request, runtime)
+    if principal is None:
+        raise SignInRequired
+    if request.method not in ("GET", "HEAD"):
+        # Read the form now (Starlette keeps it): before the route's transaction opens, not while it is held.
+        form = await request.form()
+        check_csrf(request, request.headers.get(CSRF_HEADER) or str(form.get("csrf_token", "")))
+    return principal
+
+
+BrowserDep = Annotated[Principal, Depends(require_browser)]
+
+
 def render(
     request: Request, runtime: Runtime, template: str, *, status_code: int = 200, **context: Any
 ) -> HTMLResponse:
+    """A page or fragment; sets the CSRF cookie the first time a browser comes by."""
     context |= {"provider": runtime.provider.name, "csrf_token": csrf_token(request)}
     response = templates.TemplateResponse(request, template, context, status_code=status_code)
     new = getattr(request.state, "new_csrf", None)
@@ -42,3 +70,24 @@ def render(
             CSRF_COOKIE, new, samesite="lax", secure=runtime.settings.cookie_secure, path="/", max_age=30 * 86400
         )
     return response
+
+
+def wants_page(request: Request) -> bool:
+    return not request.url.path.startswith("/api/") and (
+        "HX-Request" in request.headers or "text/html" in request.headers.get("accept", "")
+    )
+
+
+def error_page(request: Request, error: AppError) -> Response:
+    """An error for a browser: a fragment into the page's alert area for HTMX, else a small page."""
+    context = {"problem": error.problem(), "provider": "", "csrf_token": ""}
+    if "HX-Request" in request.headers:
+        headers = {**error.headers, "HX-Retarget": "#page-error", "HX-Reswap": "innerHTML"}
+        return templates.TemplateResponse(request, "_error.html", context, status_code=error.status, headers=headers)
+    return templates.TemplateResponse(request, "error.html", context, status_code=error.status, headers=error.headers)
+
+
+async def sign_in_redirect(request: Request, _exc: Exception) -> Response:
+    if "HX-Request" in request.headers:
+        return Response(status_code=204, headers={"HX-Redirect": "/signin"})
+    return RedirectResponse("/signin", status_code=303)

@@ -1,0 +1,227 @@
+// Parley chat view: streamed text replies and push-to-talk voice turns. No build step, no dependencies.
+(() => {
+  "use strict";
+  const chat = document.getElementById("chat");
+  const sessionId = chat.dataset.sessionId;
+  const csrf = document.querySelector('meta[name="csrf-token"]').content;
+  const history = document.getElementById("history");
+  const errorBox = document.getElementById("chat-error");
+  const form = document.getElementById("send-form");
+  const input = document.getElementById("message-input");
+  const ptt = document.getElementById("ptt");
+  const status = document.getElementById("ptt-status");
+  const replyAudio = document.getElementById("reply-audio");
+  const playReply = document.getElementById("play-reply");
+
+  const scrollDown = () => { history.scrollTop = history.scrollHeight; };
+  const showError = (text, retry) => {
+    errorBox.textContent = text;
+    if (retry) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.textContent = "Retry";
+      button.addEventListener("click", () => { errorBox.textContent = ""; retry(); });
+      errorBox.append(" ", button);
+    }
+  };
+  const refreshHistory = async () => {
+    const response = await fetch(`/sessions/${sessionId}/messages`, { headers: { "HX-Request": "true" } });
+    if (response.ok) { history.innerHTML = await response.text(); scrollDown(); }
+  };
+  const problemText = async (response) => {
+    try { const problem = await response.json(); return problem.detail || problem.title; }
+    catch { return `Request failed (${response.status}).`; }
+  };
+
+  // Server-sent events from a fetch() body: yields {event, data} as blocks arrive.
+  async function* sseEvents(response) {
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buffer += value.replace(/\r\n/g, "\n");
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        let event = "message"; const data = [];
+        for (const line of block.split("\n")) {
+          if (line.startsWith("event:")) event = line.slice(6).trim();
+          else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+        }
+        if (data.length) yield { event, data: JSON.parse(data.join("\n")) };
+      }
+    }
+  }
+
+  // --- text ----------------------------------------------------------------------------------------------------------
+  async function send(text) {
+    history.querySelector(".empty-chat")?.remove();
+    const pending = document.createElement("article");
+    pending.className = "message user pending";
+    pending.dataset.role = "user";
+    pending.innerHTML = "<header><strong>You</strong></header><div class='content'></div>";
+    pending.querySelector(".content").textContent = text;
+    const reply = document.createElement("article");
+    reply.className = "message assistant streaming";
+    reply.dataset.role = "assistant";
+    reply.innerHTML = "<header><strong></strong></header><div class='content'></div>";
+    reply.querySelector("strong").textContent = chat.dataset.agentName;
+    history.append(pending, reply);
+    scrollDown();
+    const content = reply.querySelector(".content");
+    let response;
+    try {
+      response = await fetch(`/sessions/${sessionId}/send`, {
+        method: "POST",
+        headers: { "X-CSRF-Token": csrf, Accept: "text/event-stream" },
+        body: new URLSearchParams({ content: text }),
+      });
+    } catch {
+      pending.remove(); reply.remove(); input.value = text;
+      return showError("Could not reach the server. Your message is back in the box.", () => send(text));
+    }
+    if (!response.ok) {  // refused before anything was stored: give the text back
+      pending.remove(); reply.remove(); input.value = text;
+      return showError(await problemText(response), () => { input.value = ""; send(text); });
+    }
+    for await (const { event, data } of sseEvents(response)) {
+      if (event === "token") { content.textContent += data.delta; scrollDown(); }
+      else if (event === "done") { pending.outerHTML = data.html; reply.remove(); }
+      else if (event === "error") {
+        showError(data.detail, () => send(text));
+        reply.remove(); pending.remove();
+        await refreshHistory();
+      }
+    }
+    scrollDown();
+  }
+
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const text = input.value.trim();
+    if (!text) return;
+    input.value = ""; errorBox.textContent = "";
+    send(text);
+  });
+  input.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) { event.preventDefault(); form.requestSubmit(); }
+  });
+
+  // --- push-to-talk --------------------------------------------------------------------------------------------------
+  const STAGES = { queued: "Queued…", transcribing: "Transcribing…", thinking: "Thinking…", speaking: "Speaking…" };
+  const MIME_TYPES = ["audio/webm;codecs=opus", "audio/webm", "audio/mp4", "audio/ogg;codecs=opus"];
+  let recording = null;  // {recorder, stream, chunks, started, timer, cancelled}
+  let holding = false;
+
+  const pickMimeType = () => MIME_TYPES.find((type) => window.MediaRecorder && MediaRecorder.isTypeSupported(type)) || "";
+  const micMessage = (error) => ({
+    NotAllowedError: "Microphone access was denied. Allow the microphone for this site in your browser's settings to talk.",
+    SecurityError: "Microphone access was denied. Allow the microphone for this site in your browser's settings to talk.",
+    NotFoundError: "No microphone was found. Connect one, or type your message instead.",
+  }[error.name] || `The microphone could not start: ${error.message}`);
+
+  async function startRecording() {
+    if (recording || holding) return;
+    holding = true;
+    errorBox.textContent = "";
+    if (!navigator.mediaDevices?.getUserMedia || !window.MediaRecorder) {
+      holding = false;
+      return showError("This browser cannot record audio. Type your message instead.");
+    }
+    let stream;
+    try {
+      stream = await navigator.mediaDevices.getUserMedia({
+        audio: { autoGainControl: false, noiseSuppression: false, echoCancellation: false },
+      });
+    } catch (error) { holding = false; return showError(micMessage(error)); }
+    if (!holding) { stream.getTracks().forEach((t) => t.stop()); return; }  // released before the mic was ready
+    const mimeType = pickMimeType();
+    const recorder = new MediaRecorder(stream, mimeType ? { mimeType } : undefined);
+    recording = { recorder, stream, chunks: [], started: Date.now(), cancelled: false };
+    recorder.addEventListener("dataavailable", (e) => { if (e.data.size) recording.chunks.push(e.data); });
+    recorder.start(250);
+    ptt.classList.add("recording");
+    ptt.setAttribute("aria-pressed", "true");
+    const tick = () => {
+      const seconds = Math.floor((Date.now() - recording.started) / 1000);
+      status.textContent = `Recording 0:${String(seconds).padStart(2, "0")}… release to send, Esc to cancel`;
+    };
+    tick();
+    recording.timer = setInterval(tick, 500);
+  }
+
+  function stopRecording(cancel) {
+    holding = false;
+    const current = recording;
+    if (!current) return;
+    recording = null;
+    clearInterval(current.timer);
+    current.cancelled = cancel;
+    ptt.classList.remove("recording");
+    ptt.setAttribute("aria-pressed", "false");
+    current.recorder.addEventListener("stop", () => {
+      current.stream.getTracks().forEach((t) => t.stop());
+      if (current.cancelled) { status.textContent = "Cancelled."; return; }
+      const blob = new Blob(current.chunks, { type: current.recorder.mimeType || "audio/webm" });
+      upload(blob);
+    }, { once: true });
+    current.recorder.stop();
+  }
+
+  async function upload(blob) {
+    status.textContent = "Sending…";
+    const extension = blob.type.includes("mp4") ? "m4a" : blob.type.includes("ogg") ? "ogg" : "webm";
+    const body = new FormData();
+    body.append("audio", blob, `recording.${extension}`);
+    let response;
+    try {
+      response = await fetch(`/api/v1/sessions/${sessionId}/voice`, { method: "POST", headers: { "X-CSRF-Token": csrf }, body });
+    } catch { status.textContent = ""; return showError("Could not reach the server.", () => upload(blob)); }
+    if (response.status !== 202) {
+      status.textContent = "";
+      return showError(await problemText(response), response.status >= 500 ? () => upload(blob) : null);
+    }
+    follow((await response.json()).id);
+  }
+
+  function follow(turnId) {
+    const events = new EventSource(`/api/v1/voice-turns/${turnId}/events`);
+    const show = (message) => { const turn = JSON.parse(message.data); status.textContent = STAGES[turn.status] || ""; return turn; };
+    events.addEventListener("status", show);
+    events.addEventListener("done", async (message) => {
+      events.close();
+      const turn = JSON.parse(message.data);
+      status.textContent = "Done";
+      await refreshHistory();
+      replyAudio.src = turn.reply_audio_url;
+      try { await replyAudio.play(); playReply.hidden = true; }
+      catch { playReply.hidden = false; }  // autoplay blocked: one click plays it
+    });
+    events.addEventListener("failed", async (message) => {
+      events.close();
+      const turn = JSON.parse(message.data);
+      status.textContent = "";
+      showError(turn.error ? turn.error.detail : "The voice turn failed.");
+      await refreshHistory();
+    });
+    events.onerror = () => { if (events.readyState === EventSource.CLOSED) status.textContent = ""; };
+  }
+
+  playReply.addEventListener("click", () => { replyAudio.play(); playReply.hidden = true; });
+  ptt.addEventListener("mousedown", (e) => { if (e.button === 0) startRecording(); });
+  ptt.addEventListener("mouseup", () => stopRecording(false));
+  ptt.addEventListener("mouseleave", () => stopRecording(true));
+  ptt.addEventListener("touchstart", (e) => { e.preventDefault(); startRecording(); }, { passive: false });
+  ptt.addEventListener("touchend", (e) => { e.preventDefault(); stopRecording(false); });
+  ptt.addEventListener("touchcancel", () => stopRecording(true));
+  ptt.addEventListener("keydown", (e) => {
+    if (e.code === "Space" && !e.repeat) { e.preventDefault(); startRecording(); }
+    if (e.key === "Escape") stopRecording(true);
+  });
+  ptt.addEventListener("keyup", (e) => { if (e.code === "Space") { e.preventDefault(); stopRecording(false); } });
+  ptt.addEventListener("blur", () => stopRecording(true));
+  document.addEventListener("keydown", (e) => { if (e.key === "Escape") stopRecording(true); });
+  scrollDown();
+})();

@@ -1,0 +1,93 @@
+"""The agents screen: list, create, edit, delete (HTMX fragments from the same templates as the page)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from pydantic import ValidationError
+
+from webapp.deps import DbDep, RuntimeDep
+from webapp.errors import ValidationFailed
+from webapp.media import remove_session_media
+from webapp.pages.rendering import BrowserDep, render
+from webapp.schemas import AgentCreate, AgentUpdate
+from webapp.services import accounts, agents
+
+router = APIRouter(include_in_schema=False)
+
+
+def _form_fields(form: Any) -> dict[str, str | None]:
+    fields: dict[str, str | None] = {key: str(form.get(key, "")) for key in ("name", "prompt", "model", "voice")}
+    for optional in ("model", "voice"):  # left blank: the server's default
+        fields[optional] = (fields[optional] or "").strip() or None
+    return fields
+
+
+def _invalid(exc: ValidationError) -> ValidationFailed:
+    return ValidationFailed("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+
+
+@router.get("/")
+async def agents_page(request: Request, runtime: RuntimeDep, principal: BrowserDep, db: DbDep) -> Response:
+    user = await accounts.get_user(db=db, user_id=principal.user_id)
+    items, _ = await agents.list_agents(db=db, owner_id=principal.user_id, limit=100, cursor=None)
+    settings = runtime.settings
+    return render(
+        request,
+        runtime,
+        "agents.html",
+        user=user,
+        agents=items,
+        default_model=settings.chat_model,
+        default_voice=settings.tts_voice,
+    )
+
+
+@router.post("/agents")
+async def create_agent(request: Request, runtime: RuntimeDep, principal: BrowserDep, db: DbDep) -> Response:
+    try:
+        data = AgentCreate(**_form_fields(await request.form()))
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+    agent = await agents.create_agent(db=db, settings=runtime.settings, owner_id=principal.user_id, data=data)
+    return render(request, runtime, "_agent.html", agent=agent)
+
+
+@router.get("/agents/{agent_id}/item")
+async def agent_item(
+    agent_id: str, request: Request, runtime: RuntimeDep, principal: BrowserDep, db: DbDep
+) -> Response:
+    agent = await agents.get_agent(db=db, owner_id=principal.user_id, agent_id=agent_id)
+    return render(request, runtime, "_agent.html", agent=agent)
+
+
+@router.get("/agents/{agent_id}/edit")
+async def edit_agent_form(
+    agent_id: str, request: Request, runtime: RuntimeDep, principal: BrowserDep, db: DbDep
+) -> Response:
+    agent = await agents.get_agent(db=db, owner_id=principal.user_id, agent_id=agent_id)
+    return render(request, runtime, "_agent_edit.html", agent=agent)
+
+
+@router.post("/agents/{agent_id}")
+async def update_agent(
+    agent_id: str, request: Request, runtime: RuntimeDep, principal: BrowserDep, db: DbDep
+) -> Response:
+    agent = await agents.get_agent(db=db, owner_id=principal.user_id, agent_id=agent_id)
+    try:
+        data = AgentUpdate(**_form_fields(await request.form()))
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+    agent = await agents.update_agent(db=db, settings=runtime.settings, agent=agent, data=data)
+    return render(request, runtime, "_agent.html", agent=agent)
+
+
+@router.post("/agents/{agent_id}/delete")
+async def delete_agent(agent_id: str, runtime: RuntimeDep, principal: BrowserDep, db: DbDep) -> Response:
+    agent = await agents.get_agent(db=db, owner_id=principal.user_id, agent_id=agent_id)
+    session_ids = await agents.delete_agent(db=db, agent=agent)
+    await db.commit()
+    await remove_session_media(runtime.settings, session_ids)
+    return Response("")  # swapped in place of the item: it disappears

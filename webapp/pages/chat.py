@@ -1,0 +1,95 @@
+"""The chat view: history, a text box whose reply streams in, and push-to-talk (static/chat.js)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from webapp.deps import DbDep, RuntimeDep
+from webapp.errors import ValidationFailed
+from webapp.models import ChatSession
+from webapp.pages.rendering import BrowserDep, render, templates
+from webapp.schemas import MessageCreate, MessageRead, SessionRead
+from webapp.services import accounts, chats, sessions
+from webapp.services.chats import DoneEvent, ErrorEvent, TokenEvent
+
+router = APIRouter(include_in_schema=False)
+HISTORY_LIMIT = 100
+
+
+async def _history(db: DbDep, chat: ChatSession) -> list[MessageRead]:
+    messages: list[MessageRead] = []
+    cursor = None
+    while True:  # the whole conversation, page by page
+        page, cursor = await chats.list_messages(db=db, chat=chat, limit=HISTORY_LIMIT, cursor=cursor)
+        messages += page
+        if cursor is None:
+            return messages
+
+
+@router.get("/sessions/{session_id}")
+async def chat_page(
+    session_id: str, request: Request, runtime: RuntimeDep, principal: BrowserDep, db: DbDep
+) -> Response:
+    chat, agent = await sessions.get_session(db=db, owner_id=principal.user_id, session_id=session_id)
+    user = await accounts.get_user(db=db, user_id=principal.user_id)
+    return render(
+        request,
+        runtime,
+        "chat.html",
+        user=user,
+        agent=agent,
+        agent_name=agent.name,
+        session=SessionRead.of(chat, agent_name=agent.name),
+        messages=await _history(db, chat),
+    )
+
+
+@router.get("/sessions/{session_id}/messages")
+async def history_fragment(
+    session_id: str, request: Request, runtime: RuntimeDep, principal: BrowserDep, db: DbDep
+) -> Response:
+    chat, agent = await sessions.get_session(db=db, owner_id=principal.user_id, session_id=session_id)
+    return render(request, runtime, "_history.html", agent_name=agent.name, messages=await _history(db, chat))
+
+
+def _messages_html(request: Request, agent_name: str, *messages: Any) -> str:
+    template = templates.get_template("_history.html")
+    return template.render(request=request, agent_name=agent_name, messages=messages)
+
+
+@router.post("/sessions/{session_id}/send")
+async def send_message(session_id: str, request: Request, runtime: RuntimeDep, principal: BrowserDep) -> Response:
+    """Like the API's streamed send, but `done` and `error` carry the stored messages as HTML."""
+    form = await request.form()
+    try:
+        data = MessageCreate(content=str(form.get("content", "")))
+    except ValueError:
+        raise ValidationFailed("A message needs 1 to 32,000 characters.") from None
+    runtime.message_limiter.check(principal.user_id)
+    async with runtime.db.read() as db:
+        _, agent = await sessions.get_session(db=db, owner_id=principal.user_id, session_id=session_id)
+    turn = chats.start_turn(
+        runtime, owner_id=principal.user_id, session_id=session_id, content=data.content, stream=True
+    )
+    user_message = await turn.user_message()
+
+    async def events() -> AsyncIterator[ServerSentEvent]:
+        async for event in turn.events():
+            match event:
+                case TokenEvent(delta=delta):
+                    yield ServerSentEvent(json.dumps({"delta": delta}), event="token")
+                case DoneEvent(turn=done):
+                    html = _messages_html(request, agent.name, done.user_message, done.assistant_message)
+                    yield ServerSentEvent(json.dumps({"html": html}), event="done")
+                case ErrorEvent(error=error):
+                    yield ServerSentEvent(
+                        json.dumps({**error.problem(), "user_message_id": user_message.id}), event="error"
+                    )
+
+    return EventSourceResponse(events(), ping=15)
