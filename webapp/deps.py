@@ -85,7 +85,7 @@ bearer_scheme = HTTPBearer(
 def check_csrf(request: Request, submitted: str | None) -> None:
     """A cookie-authenticated change must echo the CSRF cookie (double-submit), which other sites cannot read."""
     expected = request.cookies.get(CSRF_COOKIE)
-    if not expected or not submitted or not secrets.compare_digest(expected, submitted):
+    if not expected or not submitted or not secrets.compare_digest(expected.encode(), submitted.encode()):
         raise CsrfFailed("Send the `parley_csrf` cookie's value in the X-CSRF-Token header (or the form's csrf_token).")
 
 

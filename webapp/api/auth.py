@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Request, status
 
 from webapp.deps import AUTHENTICATED, DbDep, PrincipalDep, RuntimeDep
 from webapp.errors import InvalidCredentials
@@ -11,6 +11,7 @@ from webapp.schemas import (
     ApiKeyCreated,
     ApiKeyRead,
     LoginRequest,
+    Page,
     RegisterRead,
     RegisterRequest,
     TokenRead,
@@ -58,17 +59,17 @@ async def get_me(principal: PrincipalDep, db: DbDep) -> UserRead:
 
 
 @router.post("/api-keys", status_code=status.HTTP_201_CREATED)
-async def create_api_key(data: ApiKeyCreate, principal: PrincipalDep, db: DbDep, response: Response) -> ApiKeyCreated:
+async def create_api_key(data: ApiKeyCreate, principal: PrincipalDep, db: DbDep) -> ApiKeyCreated:
     """Create an API key; its secret is in this response only."""
     key, secret = await accounts.create_api_key(db=db, user_id=principal.user_id, name=data.name)
-    response.headers["Location"] = f"/api/v1/api-keys/{key.id}"
     return ApiKeyCreated(id=key.id, name=key.name, prefix=key.prefix, created_at=key.created_at, secret=secret)
 
 
 @router.get("/api-keys")
-async def list_api_keys(principal: PrincipalDep, db: DbDep) -> list[ApiKeyRead]:
-    """Your API keys (never their secrets)."""
-    return [ApiKeyRead.model_validate(k) for k in await accounts.list_api_keys(db=db, user_id=principal.user_id)]
+async def list_api_keys(principal: PrincipalDep, db: DbDep) -> Page[ApiKeyRead]:
+    """Your API keys, oldest first (never their secrets); all on one page."""
+    keys = await accounts.list_api_keys(db=db, user_id=principal.user_id)
+    return Page[ApiKeyRead](items=[ApiKeyRead.model_validate(k) for k in keys], next_cursor=None)
 
 
 @router.delete("/api-keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT)

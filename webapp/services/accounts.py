@@ -15,7 +15,7 @@ from pathlib import Path
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import exists, select, update
+from sqlalchemy import exists, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from webapp.config import Settings
@@ -76,6 +76,10 @@ async def register(
     *, db: AsyncSession, settings: Settings, email: str, password: str, display_name: str | None
 ) -> User:
     """Create an account. The first account can always be made, and adopts agents made before accounts existed."""
+    if db.get_bind().dialect.name == "postgresql":
+        # Sign-ups one at a time, so "is this the first account?" and "is the email free?" stay true until commit.
+        # (SQLite writers are already serialised: `Database.write` begins IMMEDIATE.)
+        await db.execute(text("LOCK TABLE user_account IN SHARE ROW EXCLUSIVE MODE"))
     first = not await db.scalar(select(exists().where(User.id.is_not(None))))
     if not first and not settings.allow_signup:
         raise SignupDisabled("This server does not accept new accounts; ask its owner for one.")
@@ -134,7 +138,7 @@ def read_token(*, secret: bytes, token: str) -> Principal | None:
         return None
     payload, signature = token.removeprefix(TOKEN_PREFIX).rsplit(".", 1)
     expected = _b64(hmac.new(secret, payload.encode(), hashlib.sha256).digest())
-    if not hmac.compare_digest(signature, expected):
+    if not hmac.compare_digest(signature.encode(), expected.encode()):
         return None
     try:
         claims = json.loads(_unb64(payload))

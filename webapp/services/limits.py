@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections import defaultdict, deque
+from collections import deque
 
 from webapp.errors import RateLimited
 
@@ -16,12 +16,17 @@ from webapp.errors import RateLimited
 class RateLimiter:
     def __init__(self, limit: int, *, window_seconds: float = 60.0, what: str = "requests") -> None:
         self.limit, self.window, self.what = limit, window_seconds, what
-        self._events: defaultdict[str, deque[float]] = defaultdict(deque)
+        self._events: dict[str, deque[float]] = {}
 
     def _recent(self, key: str, now: float) -> deque[float]:
-        events = self._events[key]
+        """The key's events inside the window; keys with none are dropped, so memory follows recent activity."""
+        events = self._events.get(key)
+        if events is None:
+            return deque()
         while events and events[0] <= now - self.window:
             events.popleft()
+        if not events:
+            del self._events[key]
         return events
 
     def check(self, key: str) -> None:
@@ -37,6 +42,7 @@ class RateLimiter:
                 retry_after=retry_after,
             )
         events.append(now)
+        self._events[key] = events
 
     def blocked(self, key: str) -> bool:
         """Whether `key` is at its limit, without counting anything."""
