@@ -139,8 +139,9 @@
     if (!holding) { stream.getTracks().forEach((t) => t.stop()); return; }  // released before the mic was ready
     const mimeType = pickMimeType();
     const recorder = new MediaRecorder(stream, mimeType ? { mimeType } : undefined);
-    recording = { recorder, stream, chunks: [], started: Date.now(), cancelled: false };
-    recorder.addEventListener("dataavailable", (e) => { if (e.data.size) recording.chunks.push(e.data); });
+    const chunks = [];  // the last chunk arrives after stop(), when `recording` is already cleared
+    recording = { recorder, stream, chunks, started: Date.now(), cancelled: false };
+    recorder.addEventListener("dataavailable", (e) => { if (e.data.size) chunks.push(e.data); });
     recorder.start(250);
     ptt.classList.add("recording");
     ptt.setAttribute("aria-pressed", "true");
