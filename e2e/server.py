@@ -1,0 +1,161 @@
+"""A real Parley server for the browser tests and the demo: migrated SQLite in a temp dir, uvicorn on a free port."""
+
+from __future__ import annotations
+
+import array
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import wave
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+SPEECH_CLIP = REPO / "tests" / "data" / "question.wav"
+
+# Headless Debian Chromium as root (see FACTS.md, Browser).
+BASE_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
+]
+
+
+def require_chromium() -> str:
+    """The Chromium binary, or a clear failure: the browser tests must never be skipped silently."""
+    if not os.access(CHROMIUM, os.X_OK):
+        raise RuntimeError(f"{CHROMIUM} is missing: install Debian's chromium (scripts/e2e does it when run as root)")
+    return CHROMIUM
+
+
+def chromium_args(*, fake_mic: Path | None, auto_accept_mic: bool = True) -> list[str]:
+    """Launch flags; with `fake_mic`, the capture device plays that WAV once (`%noloop`) instead of a real one."""
+    args = list(BASE_ARGS)
+    if fake_mic is not None:
+        args += ["--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={fake_mic}%noloop"]
+    if auto_accept_mic:
+        args.append("--use-fake-ui-for-media-stream")
+    return args
+
+
+def make_fake_mic_wav(destination: Path, *, lead_seconds: float = 0.7, tail_seconds: float = 1.0) -> Path:
+    """The committed speech clip with silence around it, so recording starts before the first word."""
+    with wave.open(str(SPEECH_CLIP), "rb") as source:
+        params = source.getparams()
+        frames = source.readframes(params.nframes)
+    assert params.sampwidth == 2 and params.nchannels == 1, params
+    silence = array.array("h", [0]).tobytes()
+    with wave.open(str(destination), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(params.framerate)
+        out.writeframes(silence * int(lead_seconds * params.framerate))
+        out.writeframes(frames)
+        out.writeframes(silence * int(tail_seconds * params.framerate))
+    return destination
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    base_url: str
+    root: Path
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def server_env(root: Path) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("OPENAI_", "AI_", "DATABASE_"))}
+    env.update(
+        DATABASE_URL=f"sqlite+aiosqlite:///{root / 'e2e.db'}",
+        MEDIA_DIR=str(root / "media"),
+        SECRET_KEY_FILE=str(root / "secret"),
+        AI_PROVIDER="offline",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+@contextmanager
+def running_server(root: Path, *, startup_timeout: float = 60.0) -> Iterator[Server]:
+    """Migrate a fresh database under `root`, serve the app on a free port, and stop it afterwards."""
+    root.mkdir(parents=True, exist_ok=True)
+    env = server_env(root)
+    # cwd is a directory with no `.env`, so a developer's settings file cannot leak into the run.
+    workdir = root / "cwd"
+    workdir.mkdir(exist_ok=True)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    migrate = subprocess.run(
+        [sys.executable, "-m", "alembic", "-c", str(REPO / "alembic.ini"), "upgrade", "head"],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if migrate.returncode != 0:
+        raise RuntimeError(f"alembic upgrade head failed:\n{migrate.stdout}\n{migrate.stderr}")
+    port = free_port()
+    log_path = root / "server.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "webapp.main:app", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=workdir,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    server = Server(base_url=f"http://127.0.0.1:{port}", root=root, process=process, log_path=log_path)
+    try:
+        _wait_healthy(server, startup_timeout)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _wait_healthy(server: Server, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"uvicorn exited with {server.process.returncode}:\n{server.log_tail()}")
+        try:
+            with urllib.request.urlopen(server.base_url + "/healthz", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"uvicorn did not answer /healthz within {timeout:.0f} s:\n{server.log_tail()}")
+
+
+def remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

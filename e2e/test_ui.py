@@ -1,0 +1,278 @@
+"""The web UI in real Chromium against a real server: accounts, agents, sessions, streamed text chat, push-to-talk."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import Browser, Locator, Page, expect
+
+from e2e.conftest import open_context, watched_page
+from e2e.server import Server
+
+PASSWORD = "correct horse battery"
+HOLD_MS = 3_500  # the padded clip lasts ~3.2 s: 0.7 s silence, ~1.5 s of speech, 1 s silence
+VOICE_TIMEOUT_MS = 45_000
+
+# Records every text #ptt-status shows, and every state of a streaming assistant message, as they happen.
+WATCH = """() => {
+  window.__stages = [];
+  window.__partials = [];
+  const status = document.getElementById("ptt-status");
+  new MutationObserver(() => window.__stages.push(status.textContent.trim()))
+    .observe(status, {childList: true, characterData: true, subtree: true});
+  const history = document.getElementById("history");
+  new MutationObserver(() => {
+    for (const el of history.querySelectorAll('.message[data-role="assistant"].streaming')) {
+      window.__partials.push(el.querySelector(".content")?.textContent ?? "");
+    }
+  }).observe(history, {childList: true, characterData: true, subtree: true, attributes: true});
+}"""
+
+PLAYED = """() => {
+  const audio = document.querySelector("#reply-audio");
+  return !!audio && !!audio.src && (audio.currentTime > 0 || audio.ended || audio.played.length > 0);
+}"""
+
+FETCH = """async (src) => {
+  const response = await fetch(src, {cache: "no-store"});
+  const body = await response.arrayBuffer();
+  return {status: response.status, type: response.headers.get("content-type"), size: body.byteLength};
+}"""
+
+
+def squash(text: str) -> str:
+    return " ".join(text.split())
+
+
+def sign_up(page: Page, *, name: str = "Ada") -> str:
+    email = f"{name.lower()}-{uuid.uuid4().hex[:8]}@example.com"
+    page.goto("/signup")
+    page.fill("#email", email)
+    page.fill("#display_name", name)
+    page.fill("#password", PASSWORD)
+    page.get_by_role("button", name="Create account").click()
+    expect(page).to_have_url(re.compile(r"/$"))
+    return email
+
+
+def create_agent(page: Page, name: str, prompt: str = "You are a patient maths tutor. Answer briefly.") -> Locator:
+    form = page.locator("form#create-agent")
+    form.locator("#agent-name").fill(name)
+    form.locator("#agent-prompt").fill(prompt)
+    form.get_by_role("button", name="Create agent").click()
+    agent = page.locator("li.agent", has=page.locator("a.agent-link", has_text=name))
+    expect(agent).to_have_count(1)
+    return agent
+
+
+def open_new_chat(page: Page, agent_name: str) -> None:
+    page.goto("/")
+    page.locator("a.agent-link", has_text=agent_name).click()
+    expect(page.get_by_role("heading", level=1)).to_have_text(agent_name)
+    page.locator("#new-session").click()
+    expect(page).to_have_url(re.compile(r"/sessions/[^/]+$"))
+    expect(page.locator("#ptt")).to_be_visible()
+
+
+def chat_ready(page: Page, agent_name: str = "Tutor") -> None:
+    sign_up(page)
+    create_agent(page, agent_name)
+    open_new_chat(page, agent_name)
+    page.evaluate(WATCH)
+
+
+def test_sign_up_sign_out_and_sign_in(page: Page) -> None:
+    email = sign_up(page, name="Grace")
+    expect(page.locator(".badge")).to_have_text("offline")
+    create_agent(page, "Keeper")
+
+    page.get_by_role("button", name="Sign out").click()
+    expect(page).to_have_url(re.compile(r"/signin$"))
+    page.goto("/")
+    expect(page).to_have_url(re.compile(r"/signin$"))  # signed out for real
+
+    page.fill("#email", email)
+    page.fill("#password", "not the password")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert")).to_be_visible()
+
+    page.fill("#email", email)
+    page.fill("#password", PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page).to_have_url(re.compile(r"/$"))
+    expect(page.locator("a.agent-link")).to_have_text(["Keeper"])
+
+
+def test_agents_empty_state_create_edit_and_delete(page: Page) -> None:
+    sign_up(page)
+    empty = page.get_by_text("No agents yet")
+    expect(empty).to_be_visible()
+    expect(page.locator("li.agent")).to_have_count(0)
+
+    agent = create_agent(page, "Tutor")
+    expect(empty).to_be_hidden()
+    expect(page.locator("#agent-name")).to_have_value("")  # the form is ready for the next one
+    agent_id = agent.get_attribute("data-agent-id")
+    expect(agent.locator("a.agent-link")).to_have_attribute("href", f"/agents/{agent_id}")
+
+    agent.locator("button.edit-agent").click()
+    form = page.locator("form.edit-agent-form")
+    expect(form.locator("#edit-name")).to_have_value("Tutor")
+    form.locator("#edit-name").fill("Maths tutor")
+    form.locator("#edit-prompt").fill("You teach fractions with pizza.")
+    form.locator("#edit-voice").fill("en-gb")
+    form.get_by_role("button", name="Save").click()
+    expect(form).to_have_count(0)
+    agent = page.locator(f'li.agent[data-agent-id="{agent_id}"]')
+    expect(agent.locator("a.agent-link")).to_have_text("Maths tutor")
+    expect(agent).to_contain_text("You teach fractions with pizza.")
+
+    page.reload()  # the edit was stored, not just swapped into the page
+    expect(agent.locator("a.agent-link")).to_have_text("Maths tutor")
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    agent.locator("button.delete-agent").click()
+    expect(page.locator("li.agent")).to_have_count(0)
+    expect(empty).to_be_visible()
+    page.reload()
+    expect(page.locator("li.agent")).to_have_count(0)
+
+
+def test_sessions_new_rename_and_delete(page: Page) -> None:
+    sign_up(page)
+    create_agent(page, "Tutor")
+    open_new_chat(page, "Tutor")
+    chat_url = page.url
+    open_new_chat(page, "Tutor")
+    page.get_by_role("link", name="Tutor").click()  # the breadcrumb back to the agent's sessions
+    sessions = page.locator("li.session")
+    expect(sessions).to_have_count(2)
+
+    first = page.locator(f'li.session[data-session-id="{chat_url.rsplit("/", 1)[1]}"]')
+    page.once("dialog", lambda dialog: dialog.accept("Fractions"))
+    first.locator("button.rename-session").click()
+    expect(first.locator("a.session-link")).to_have_text("Fractions")
+    page.reload()
+    expect(first.locator("a.session-link")).to_have_text("Fractions")
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    first.locator("button.delete-session").click()
+    expect(sessions).to_have_count(1)
+    expect(page.locator("a.session-link", has_text="Fractions")).to_have_count(0)
+    page.reload()
+    expect(sessions).to_have_count(1)
+    assert page.request.get(chat_url).status == 404
+
+
+def test_text_chat_streams_the_reply(page: Page) -> None:
+    chat_ready(page)
+    said = "What is a half of a half?"
+    page.fill("#message-input", said)
+    page.get_by_role("button", name="Send").click()
+
+    assistant = page.locator('#history .message[data-role="assistant"]')
+    expect(assistant).to_have_count(1)
+    expect(page.locator("#history .streaming")).to_have_count(0)
+    final = squash(assistant.locator(".content").inner_text())
+    assert f"You said: “{said}”" in final
+    partials = [squash(text) for text in page.evaluate("window.__partials")]
+    growing = [text for text in dict.fromkeys(partials) if text and len(text) < len(final)]
+    assert len(growing) >= 3, f"the reply did not stream token by token: {partials}"
+    assert all(final.startswith(text) for text in growing), (growing, final)
+
+    user = page.locator('#history .message[data-role="user"]')
+    expect(user.locator(".content")).to_have_text(said)
+    expect(user).to_have_attribute("data-source", "text")
+    expect(page.locator("#message-input")).to_have_value("")
+
+    # Enter sends too; the history survives a reload, with timestamps.
+    page.fill("#message-input", "And a third of that?")
+    page.press("#message-input", "Enter")
+    expect(assistant).to_have_count(2)
+    expect(page.locator("#history .streaming")).to_have_count(0)  # finished and stored before reloading
+    expect(assistant.nth(1).locator(".content")).to_contain_text("message number 2")
+    page.reload()
+    messages = page.locator("#history .message")
+    expect(messages).to_have_count(4)
+    expect(messages.locator("time")).to_have_count(4)
+    expect(messages.nth(2).locator(".content")).to_have_text("And a third of that?")
+
+
+def hold_to_talk(page: Page, *, keyboard: bool = False) -> None:
+    button = page.locator("#ptt")
+    if keyboard:
+        button.focus()
+        page.keyboard.down("Space")
+        page.wait_for_timeout(HOLD_MS)
+        page.keyboard.up("Space")
+        return
+    button.scroll_into_view_if_needed()
+    box = button.bounding_box()
+    assert box is not None
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    page.wait_for_timeout(HOLD_MS)
+    page.mouse.up()
+
+
+def check_voice_round_trip(page: Page) -> None:
+    expect(page.locator("#ptt-status")).to_have_text("Done", timeout=VOICE_TIMEOUT_MS)
+    expect(page.locator("#chat-error")).to_be_empty()
+    stages = page.evaluate("window.__stages")
+    assert any(stage.startswith("Recording 0:0") for stage in stages), stages
+    # The stages must appear in order. "Transcribing" alone may be missed: the events stream starts with the turn's
+    # current state, which is already "thinking" when transcription finished before the browser subscribed.
+    order = ["Queued", "Transcribing", "Thinking", "Speaking", "Done"]
+    shown = [stage for text in stages for stage in order if text.startswith(stage)]
+    assert shown == sorted(shown, key=order.index), f"stages out of order: {stages}"
+    assert {"Thinking", "Speaking", "Done"} <= set(shown), f"stages missing: {stages}"
+
+    user = page.locator('#history .message[data-role="user"][data-source="voice"]')
+    expect(user).to_have_count(1)
+    heard = user.locator(".content").inner_text().lower()
+    assert "three" in heard and "four" in heard, heard
+    reply = page.locator('#history .message[data-role="assistant"][data-source="voice"]')
+    expect(reply).to_have_count(1)
+    expect(reply.locator(".content")).to_contain_text("You said")
+
+    page.wait_for_function(PLAYED, timeout=15_000)
+    expect(page.locator("#play-reply")).to_be_hidden()
+    for message, kind in ((user, "recording"), (reply, "reply")):
+        src = message.locator("audio").get_attribute("src")
+        assert src, f"the {kind} has no player"
+        fetched = page.evaluate(FETCH, src)
+        assert fetched["status"] == 200, (kind, src, fetched)
+        assert fetched["type"].startswith("audio/") and fetched["size"] > 1_000, (kind, src, fetched)
+
+
+def test_push_to_talk_round_trip(page: Page) -> None:
+    chat_ready(page)
+    hold_to_talk(page)
+    check_voice_round_trip(page)
+
+
+def test_push_to_talk_with_the_space_bar(page: Page) -> None:
+    chat_ready(page)
+    hold_to_talk(page, keyboard=True)
+    check_voice_round_trip(page)
+
+
+@pytest.fixture
+def page_without_microphone(browser: Browser, server: Server, request: pytest.FixtureRequest) -> Iterator[Page]:
+    context = open_context(browser, server, microphone=False)
+    yield from watched_page(context, server, request)
+    context.close()
+
+
+def test_microphone_denied_shows_a_clear_message(page_without_microphone: Page) -> None:
+    page = page_without_microphone
+    chat_ready(page)
+    hold_to_talk(page)
+    error = page.locator("#chat-error")
+    expect(error).to_contain_text(re.compile(r"microphone", re.IGNORECASE))
+    expect(error).to_contain_text(re.compile(r"denied|blocked|allow", re.IGNORECASE))
+    expect(page.locator("#ptt-status")).not_to_contain_text("Recording")
+    expect(page.locator("#history .message")).to_have_count(0)
