@@ -101,10 +101,12 @@ def server_env(root: Path) -> dict[str, str]:
 
 
 @contextmanager
-def running_server(root: Path, *, startup_timeout: float = 60.0) -> Iterator[Server]:
+def running_server(
+    root: Path, *, startup_timeout: float = 60.0, extra_env: dict[str, str] | None = None
+) -> Iterator[Server]:
     """Migrate a fresh database under `root`, serve the app on a free port, and stop it afterwards."""
     root.mkdir(parents=True, exist_ok=True)
-    env = server_env(root)
+    env = server_env(root) | (extra_env or {})
     # cwd is a directory with no `.env`, so a developer's settings file cannot leak into the run.
     workdir = root / "cwd"
     workdir.mkdir(exist_ok=True)
