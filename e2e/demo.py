@@ -78,7 +78,7 @@ OVERLAY = """(() => {
 
 # Offline replies stream in one burst (no model to wait for). To make the token-by-token rendering visible, the
 # demo re-emits the page's streamed response one server-sent event at a time, every `ms` milliseconds.
-PACE_STREAM = """(ms) => {
+PACE_STREAM = r"""(ms) => {
   const realFetch = window.fetch;
   window.fetch = async (input, init) => {
     const response = await realFetch(input, init);
@@ -90,7 +90,7 @@ PACE_STREAM = """(ms) => {
       async pull(controller) {
         const { value, done } = await reader.read();
         if (done) { controller.close(); return; }
-        for (const piece of decoder.decode(value, { stream: true }).split(/(?<=\n\n)/)) {
+        for (const piece of decoder.decode(value, { stream: true }).split(/(?<=\r?\n\r?\n)/)) {
           controller.enqueue(encoder.encode(piece));
           await sleep();
         }
@@ -204,8 +204,8 @@ def encode_webm(frames: list[tuple[float, bytes]], end: float, sounds: list[Soun
 
 
 class Walkthrough:
-    def __init__(self, page: Page, context: BrowserContext, cdp: CDPSession) -> None:
-        self.page, self.context, self.cdp = page, context, cdp
+    def __init__(self, page: Page, context: BrowserContext) -> None:
+        self.page, self.context = page, context
         self.sounds: list[Sound] = []
 
     def caption(self, title: str, note: str = "") -> None:
@@ -280,7 +280,7 @@ class Walkthrough:
         self.pause(1.2)
         self.type(page.locator("#message-input"), "What is a half of a quarter?", delay=45)
         self.pause(0.4)
-        page.evaluate(PACE_STREAM, 70)
+        page.evaluate(PACE_STREAM, 80)
         page.keyboard.press("Enter")
         page.locator(".message.streaming").wait_for()
         page.locator(".message.streaming").wait_for(state="detached", timeout=30_000)
@@ -359,21 +359,21 @@ def record(out: Path) -> None:
             context.set_default_timeout(20_000)
             context.add_init_script(OVERLAY)
             page = context.new_page()
-            cdp = context.new_cdp_session(page)
-            cast = Screencast(cdp)
-            walk = Walkthrough(page, context, cdp)
+            cast = Screencast(context.new_cdp_session(page))
+            walk = Walkthrough(page, context)
             page.goto("/signup")
             cast.start()
-            for step in (
-                walk.sign_up,
-                lambda: walk.create_agents(out),
-                walk.chat_by_text,
-                lambda: walk.hold_to_talk(mic, out),
-                walk.edit_and_delete,
-            ):
+            steps = {
+                "sign up": walk.sign_up,
+                "create agents": lambda: walk.create_agents(out),
+                "chat by text": walk.chat_by_text,
+                "hold to talk": lambda: walk.hold_to_talk(mic, out),
+                "edit and delete": walk.edit_and_delete,
+            }
+            for name, step in steps.items():
                 started = time.monotonic()
                 step()
-                print(f"{getattr(step, '__name__', 'step')}: {time.monotonic() - started:.1f} s", flush=True)
+                print(f"{name}: {time.monotonic() - started:.1f} s", flush=True)
             end = cast.stop()
             browser.close()
         video = out / "demo.webm"

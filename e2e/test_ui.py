@@ -201,12 +201,12 @@ def test_text_chat_streams_the_reply(page: Page) -> None:
     expect(messages.nth(2).locator(".content")).to_have_text("And a third of that?")
 
 
-def hold_to_talk(page: Page, *, keyboard: bool = False) -> None:
+def hold_to_talk(page: Page, *, keyboard: bool = False, hold_ms: int = HOLD_MS) -> None:
     button = page.locator("#ptt")
     if keyboard:
         button.focus()
         page.keyboard.down("Space")
-        page.wait_for_timeout(HOLD_MS)
+        page.wait_for_timeout(hold_ms)
         page.keyboard.up("Space")
         return
     button.scroll_into_view_if_needed()
@@ -214,7 +214,7 @@ def hold_to_talk(page: Page, *, keyboard: bool = False) -> None:
     assert box is not None
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     page.mouse.down()
-    page.wait_for_timeout(HOLD_MS)
+    page.wait_for_timeout(hold_ms)
     page.mouse.up()
 
 
@@ -270,7 +270,7 @@ def page_without_microphone(browser: Browser, server: Server, request: pytest.Fi
 def test_microphone_denied_shows_a_clear_message(page_without_microphone: Page) -> None:
     page = page_without_microphone
     chat_ready(page)
-    hold_to_talk(page)
+    hold_to_talk(page, hold_ms=500)
     error = page.locator("#chat-error")
     expect(error).to_contain_text(re.compile(r"microphone", re.IGNORECASE))
     expect(error).to_contain_text(re.compile(r"denied|blocked|allow", re.IGNORECASE))

@@ -184,6 +184,7 @@
       status.textContent = "";
       return showError(await problemText(response), response.status >= 500 ? () => upload(blob) : null);
     }
+    status.textContent = STAGES.transcribing;
     follow((await response.json()).id);
   }
 
