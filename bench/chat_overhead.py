@@ -173,6 +173,7 @@ def parley_env(upstream: str, database_url: str, media_dir: Path) -> dict[str, s
         DATABASE_URL=database_url,
         MEDIA_DIR=str(media_dir),
         AI_PROVIDER="openai",
+        RATE_LIMIT_MESSAGES_PER_MINUTE="0",  # the bench is one user sending far more than a person would
         OPENAI_API_KEY="sk-bench",
         OPENAI_BASE_URL=upstream,
         CHAT_MODEL=MODEL,
@@ -215,6 +216,14 @@ async def database(server_url: str | None, tmp: Path) -> AsyncIterator[str]:
         return
     async with postgres_database(server_url) as url:
         yield url
+
+
+async def sign_in(http: aiohttp.ClientSession, parley: Server) -> None:
+    """Register the bench's account; every later request carries its token (the baseline ignores it)."""
+    body = {"email": "bench@example.com", "password": "bench password 123"}
+    async with http.post(f"{parley.base_url}/api/v1/auth/register", json=body) as response:
+        response.raise_for_status()
+        http.headers["Authorization"] = f"Bearer {(await response.json())['access_token']}"
 
 
 async def create_agent(http: aiohttp.ClientSession, parley: Server) -> str:
@@ -537,6 +546,7 @@ async def compare(
     await asyncio.sleep(1.0)
     idle_rss = {server.name: rss_mib(server.pid) for server in (baseline, parley)}
 
+    await sign_in(http, parley)
     agent_id = await create_agent(http, parley)
     db = "PostgreSQL" if options.database_url else "SQLite"
     print(f"Parley ({db}) vs a bare FastAPI route; upstream answers in {UPSTREAM_MS:g} ms; {os.cpu_count()} CPUs")
