@@ -4,43 +4,14 @@ the first account made adopts what was there before accounts existed (and nobody
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from alembic import command
 from sqlalchemy import text
 
-from tests.conftest import TEST_DATABASE_URL, alembic_config, make_settings, serve, sign_up
+from tests.conftest import alembic_config, make_settings, serve, sign_up
 from tests.helpers import assert_problem, history
 from webapp.db import create_engine
-
-
-async def _admin(sql: str) -> None:
-    import asyncpg
-
-    assert TEST_DATABASE_URL
-    conn = await asyncpg.connect(TEST_DATABASE_URL.replace("postgresql+asyncpg", "postgresql"))
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-@pytest.fixture
-def empty_database(tmp_path: Path) -> Iterator[str]:
-    """A new, empty database of the kind under test (its own PostgreSQL database when TEST_DATABASE_URL is set)."""
-    if not TEST_DATABASE_URL:
-        yield f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
-        return
-    name = f"parley_ownership_{uuid.uuid4().hex[:8]}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    try:
-        yield TEST_DATABASE_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        asyncio.run(_admin(f'DROP DATABASE "{name}" WITH (FORCE)'))
-
 
 AGENT, SESSION = "0d7c5a2e-0000-4000-8000-000000000001", "0d7c5a2e-0000-4000-8000-000000000002"
 QUESTION, ANSWER = "What did we say before accounts?", "That this history must survive the upgrade."
