@@ -51,7 +51,7 @@ async def test_waiting_too_long_is_409_and_stores_nothing(
     async with serve(settings) as client:
         agent = await create_agent(client)
         session = await create_session(client, agent["id"])
-        upstream.push(CHAT, Scripted(delay=1.0))
+        upstream.push(CHAT, Scripted(delay=2.0))
         slow = asyncio.create_task(client.post(f"/sessions/{session['id']}/messages", json={"content": "slow"}))
         await asyncio.sleep(0.1)
         busy = await client.post(f"/sessions/{session['id']}/messages", json={"content": "impatient"})
@@ -85,7 +85,7 @@ async def test_different_sessions_do_not_wait_for_each_other(client: httpx.Async
     agent = await create_agent(client)
     first = await create_session(client, agent["id"])
     second = await create_session(client, agent["id"])
-    upstream.push(CHAT, Scripted(delay=1.0))
+    upstream.push(CHAT, Scripted(delay=2.0))
     slow = asyncio.create_task(client.post(f"/sessions/{first['id']}/messages", json={"content": "slow"}))
     await asyncio.sleep(0.1)
     fast = await client.post(f"/sessions/{second['id']}/messages", json={"content": "fast"})
