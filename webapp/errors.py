@@ -76,6 +76,12 @@ class RouteNotFound(NotFound):
     code = "not_found"
 
 
+class MethodNotAllowed(AppError):
+    status = 405
+    code = "method_not_allowed"
+    title = "Method not allowed"
+
+
 # --- accounts --------------------------------------------------------------------------------------------------------
 
 

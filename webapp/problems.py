@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from webapp.errors import AppError, ValidationFailed
+from webapp.errors import AppError, MethodNotAllowed, RouteNotFound, ValidationFailed
 
 log = logging.getLogger(__name__)
 
@@ -53,20 +53,15 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return problem_response(ValidationFailed(summary or "The request is not valid.", errors=errors))
 
 
-_HTTP_CODES = {404: ("not_found", "Not found"), 405: ("method_not_allowed", "Method not allowed")}
-
-
-async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 and 405 (no such route, wrong method), through the same problem rendering."""
     assert isinstance(exc, StarletteHTTPException)
-    code, title = _HTTP_CODES.get(exc.status_code, ("http_error", "HTTP error"))
-    body = {
-        "type": f"urn:parley:problem:{code}",
-        "title": title,
-        "status": exc.status_code,
-        "detail": str(exc.detail),
-        "code": code,
-    }
-    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers, media_type=PROBLEM_JSON)
+    kind = {404: RouteNotFound, 405: MethodNotAllowed}.get(exc.status_code)
+    if kind is None:  # any other HTTPException: keep its status, generic code
+        error = AppError(str(exc.detail), headers=exc.headers)
+        body = {**error.problem(), "status": exc.status_code, "code": "http_error", "title": "HTTP error"}
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers, media_type=PROBLEM_JSON)
+    return await _app_error(request, kind(str(exc.detail), headers=exc.headers))
 
 
 async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -55,20 +55,18 @@ async def create_agent(request: Request, runtime: RuntimeDep, principal: Browser
     return render(request, runtime, "_agent.html", agent=agent)
 
 
-@router.get("/agents/{agent_id}/item")
-async def agent_item(
-    agent_id: str, request: Request, runtime: RuntimeDep, principal: BrowserDep, db: DbDep
+@router.get("/agents/{agent_id}/{view}")
+async def agent_fragment(
+    agent_id: str,
+    view: Literal["item", "edit"],
+    request: Request,
+    runtime: RuntimeDep,
+    principal: BrowserDep,
+    db: DbDep,
 ) -> Response:
+    """One agent as its list item, or as the form that edits it in place."""
     agent = await agents.get_agent(db=db, owner_id=principal.user_id, agent_id=agent_id)
-    return render(request, runtime, "_agent.html", agent=agent)
-
-
-@router.get("/agents/{agent_id}/edit")
-async def edit_agent_form(
-    agent_id: str, request: Request, runtime: RuntimeDep, principal: BrowserDep, db: DbDep
-) -> Response:
-    agent = await agents.get_agent(db=db, owner_id=principal.user_id, agent_id=agent_id)
-    return render(request, runtime, "_agent_edit.html", agent=agent)
+    return render(request, runtime, "_agent.html" if view == "item" else "_agent_edit.html", agent=agent)
 
 
 @router.post("/agents/{agent_id}")
