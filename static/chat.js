@@ -184,13 +184,22 @@
       status.textContent = "";
       return showError(await problemText(response), response.status >= 500 ? () => upload(blob) : null);
     }
-    status.textContent = STAGES.transcribing;
     follow((await response.json()).id);
   }
 
   function follow(turnId) {
     const events = new EventSource(`/api/v1/voice-turns/${turnId}/events`);
-    const show = (message) => { const turn = JSON.parse(message.data); status.textContent = STAGES[turn.status] || ""; return turn; };
+    // Accepted means it is being transcribed now; the stream's first event (the current state) may still say
+    // "queued", so a stage is shown only when it moves forward.
+    const order = Object.keys(STAGES);
+    let reached = order.indexOf("transcribing");
+    status.textContent = STAGES.transcribing;
+    const show = (message) => {
+      const turn = JSON.parse(message.data);
+      const index = order.indexOf(turn.status);
+      if (index > reached) { reached = index; status.textContent = STAGES[turn.status]; }
+      return turn;
+    };
     events.addEventListener("status", show);
     events.addEventListener("done", async (message) => {
       events.close();
