@@ -45,7 +45,15 @@ def question_pcm() -> tuple[bytes, int]:
 
 @functools.lru_cache(maxsize=64)
 def speech_pcm(text: str, voice: str | None = None) -> tuple[bytes, int]:
-    """Spoken `text` as 16-bit mono PCM and its sample rate (espeak-ng, 22050 Hz)."""
+    """Spoken `text` as 16-bit mono PCM and its sample rate (espeak-ng, 22050 Hz).
+
+    Phrases that recognition tests rely on come from recordings kept in tests/data (espeak-ng varies a little from
+    call to call, which can cost a word); anything else is synthesised afresh.
+    """
+    kept = QUESTION_WAV.parent / f"{text.replace(' ', '-')}.wav"
+    if voice is None and kept.exists():
+        with wave.open(str(kept)) as file:
+            return file.readframes(file.getnframes()), file.getframerate()
     return OfflineSynthesizer().synthesize(text, voice)
 
 
