@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Table, Update, bindparam, exists, func, insert, select, update
+from sqlalchemy import Connection, Row, Table, Update, bindparam, exists, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from webapp.ai.base import ChatMessage, ChatReply
@@ -88,8 +88,8 @@ def _append_statement(*, claim: bool, release: bool, title: bool, owned: bool) -
     return update(SESSION).where(condition).values(values).returning(SESSION.c.message_count, SESSION.c.agent_id)
 
 
-async def append_message(
-    db: AsyncSession,
+def append_message(
+    connection: Connection,
     *,
     session_id: str,
     locks: TurnLocks | None = None,
@@ -118,12 +118,12 @@ async def append_message(
         title=bool(title_if_unset),
         owned=owner_id is not None,
     )
-    row = (await db.execute(statement, params)).one_or_none()
+    row = connection.execute(statement, params).one_or_none()
     if row is None:
         visible = SESSION.c.id == session_id
         if owner_id is not None:
             visible &= SESSION.c.agent_id.in_(select(AGENT.c.id).where(AGENT.c.owner_id == owner_id))
-        if claim and await db.scalar(select(exists().where(visible))):
+        if claim and connection.scalar(select(exists().where(visible))):
             raise LeaseTaken
         raise SessionNotFound(f"No chat session with id {session_id!r}.")
     fields.setdefault("source", "text")
@@ -131,13 +131,13 @@ async def append_message(
     message = Message(
         id=new_id(), session_id=session_id, seq=row.message_count, created_at=now, updated_at=now, **fields
     )
-    await db.execute(INSERT_MESSAGE, {column.key: getattr(message, column.key) for column in MESSAGE.columns})
+    connection.execute(INSERT_MESSAGE, {column.key: getattr(message, column.key) for column in MESSAGE.columns})
     return message, row.agent_id
 
 
-async def build_context(db: AsyncSession, *, prompt: str, session_id: str, budget: int) -> list[ChatMessage]:
+def build_context(connection: Connection, *, prompt: str, session_id: str, budget: int) -> list[ChatMessage]:
     """The agent's prompt, then the newest complete messages that fit the token budget, oldest first."""
-    rows = await db.execute(
+    rows = connection.execute(
         select(MESSAGE.c.role, MESSAGE.c.content)
         .where(MESSAGE.c.session_id == session_id, MESSAGE.c.status == "complete")
         .order_by(MESSAGE.c.seq.desc())
@@ -188,30 +188,32 @@ async def run_turn(
     """One exchange, inside `runtime.locks.hold(...)`: two short transactions around the call to the model."""
     hooks = hooks or TurnHooks()
     session_id, locks = lease.session_id, runtime.locks
+
+    def store_user_message(connection: Connection) -> tuple[Message, Row[str, str, float | None], list[ChatMessage]]:
+        user, agent_id = append_message(
+            connection,
+            session_id=session_id,
+            locks=locks,
+            lease=lease,
+            claim=True,
+            owner_id=owner_id,
+            title_if_unset=_title_from(content),
+            role="user",
+            content=content,
+            source=source,
+            **(user_fields or {}),
+        )
+        agent = connection.execute(
+            select(AGENT.c.prompt, AGENT.c.model, AGENT.c.temperature).where(AGENT.c.id == agent_id)
+        ).one()
+        context = build_context(
+            connection, prompt=agent.prompt, session_id=session_id, budget=runtime.settings.context_token_budget
+        )
+        return user, agent, context
+
     while True:
         try:
-            async with runtime.db.write() as db:
-                user, agent_id = await append_message(
-                    db,
-                    session_id=session_id,
-                    locks=locks,
-                    lease=lease,
-                    claim=True,
-                    owner_id=owner_id,
-                    title_if_unset=_title_from(content),
-                    role="user",
-                    content=content,
-                    source=source,
-                    **(user_fields or {}),
-                )
-                agent = (
-                    await db.execute(
-                        select(AGENT.c.prompt, AGENT.c.model, AGENT.c.temperature).where(AGENT.c.id == agent_id)
-                    )
-                ).one()
-                context = await build_context(
-                    db, prompt=agent.prompt, session_id=session_id, budget=runtime.settings.context_token_budget
-                )
+            user, agent, context = await runtime.db.transaction(store_user_message)
             break
         except LeaseTaken:
             await locks.retry_later(lease)
@@ -242,9 +244,9 @@ async def run_turn(
     else:
         assert failure is not None
         fields = {"content": "", "status": "failed", "error": failure.as_error_field(), "model": agent.model}
-    async with runtime.db.write() as db:
-        assistant, _ = await append_message(
-            db,
+    assistant, _ = await runtime.db.transaction(
+        functools.partial(
+            append_message,
             session_id=session_id,
             locks=locks,
             lease=lease,
@@ -254,6 +256,7 @@ async def run_turn(
             latency_ms=latency_ms,
             **fields,
         )
+    )
     lease.held = False
     return TurnOutcome(TurnRead(user_message=user_read, assistant_message=MessageRead.of(assistant)), failure)
 
