@@ -49,7 +49,7 @@ async def test_invalid_agent_is_a_422_problem(client: httpx.AsyncClient, body: d
     assert any(error["loc"][-1] == field for error in problem["errors"])
 
 
-@pytest.mark.parametrize("payload", [b"{not json", b"[]", b'"text"'])
+@pytest.mark.parametrize("payload", [b"{not json", b"[]", b'"text"', b"\xff\xfe{\x00", "{é}".encode("latin-1")])
 async def test_malformed_body_is_a_422_problem(client: httpx.AsyncClient, payload: bytes) -> None:
     response = await client.post("/agents", content=payload, headers={"content-type": "application/json"})
     assert response.status_code == 422
@@ -70,6 +70,24 @@ async def test_unknown_route_and_method_are_problems(client: httpx.AsyncClient) 
     assert missing.status_code == 404 and missing.json()["code"] == "not_found"
     wrong = await client.put("/agents")
     assert wrong.status_code == 405 and wrong.json()["code"] == "method_not_allowed"
+    # `Allow` names every method of the path, though each is a separate route.
+    assert wrong.headers["allow"] == "GET, POST"
+    assert (await client.options("/agents/any-id")).headers["allow"] == "GET, PATCH, DELETE"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"name": "n", "prompt": "p", "temperature": False},
+        {"name": "n", "prompt": "p", "temperature": "0.5"},
+        {"name": 5, "prompt": "p"},
+        {"name": "n", "prompt": ["p"]},
+    ],
+)
+async def test_values_of_the_wrong_type_are_not_coerced(client: httpx.AsyncClient, body: dict[str, object]) -> None:
+    response = await client.post("/agents", json=body)
+    assert response.status_code == 422 and response.json()["code"] == "validation_failed", response.text
+    assert (await client.get("/agents")).json()["items"] == []
 
 
 async def test_list_is_newest_first_and_paginates(client: httpx.AsyncClient) -> None:

@@ -14,7 +14,7 @@ from sqlalchemy import update
 
 from tests.audio_samples import encode_clip, question_pcm, speech_pcm
 from tests.conftest import make_settings, serve
-from tests.helpers import create_agent, create_session, history, parse_sse
+from tests.helpers import assert_problem, create_agent, create_session, history, parse_sse
 from webapp.config import Settings
 from webapp.db import utcnow
 from webapp.models import VoiceTurn
@@ -143,6 +143,21 @@ async def test_range_requests_and_etag(client: httpx.AsyncClient) -> None:
     assert part.headers["content-range"] == f"bytes 10-109/{len(recording)}"
     tail = await client.get(url, headers={"range": "bytes=-20"})
     assert tail.status_code == 206 and tail.content == recording[-20:]
+
+    # Conditional requests: the client's copy is current, so no body.
+    for headers in ({"if-none-match": whole.headers["etag"]}, {"if-modified-since": whole.headers["last-modified"]}):
+        cached = await client.get(url, headers=headers)
+        assert cached.status_code == 304 and cached.content == b"", headers
+        assert cached.headers["etag"] == whole.headers["etag"]
+    stale = await client.get(url, headers={"if-none-match": '"another-version"'})
+    assert stale.status_code == 200 and stale.content == recording
+
+    # Ranges the file cannot serve are problem documents, not plain text.
+    for bad in ("pages=0-10", "bytes=50-10", "bytes="):
+        assert_problem(await client.get(url, headers={"range": bad}), 400, "invalid_range")
+    beyond = await client.get(url, headers={"range": f"bytes={len(recording)}-"})
+    assert_problem(beyond, 416, "range_not_satisfiable")
+    assert beyond.headers["content-range"] == f"bytes */{len(recording)}"
 
 
 async def test_text_and_voice_turns_share_one_history(client: httpx.AsyncClient) -> None:

@@ -140,6 +140,18 @@ class ValidationFailed(AppError):
     title = "Validation failed"
 
 
+class InvalidRange(AppError):
+    status = 400
+    code = "invalid_range"
+    title = "Malformed Range header"
+
+
+class UnsatisfiableRange(AppError):
+    status = 416
+    code = "range_not_satisfiable"
+    title = "Range not satisfiable"
+
+
 class AudioTooLarge(AppError):
     status = 413
     code = "audio_too_large"

@@ -17,6 +17,7 @@ from webapp.ai import build_provider
 from webapp.api import agents, auth, health, messages, sessions, voice
 from webapp.config import Settings, describe_error, get_settings
 from webapp.db import Database
+from webapp.openapi import build_openapi, operation_id
 from webapp.pages import agents as agent_pages
 from webapp.pages import auth as auth_pages
 from webapp.pages import chat as chat_pages
@@ -32,9 +33,16 @@ STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
 SHUTDOWN_GRACE_SECONDS = 10.0
 
 DESCRIPTION = """
-Parley: create agents (a name and a system prompt), open chat sessions with them, and talk by text or voice.
+Parley: create agents (a name and a system prompt), open chat sessions with them, and talk to them by text or by
+voice.
 
-Errors are `application/problem+json` documents (RFC 9457) with a stable `code`.
+**Start here:** `POST /api/v1/auth/register` (or `/auth/login`) returns an access token; `POST /api/v1/api-keys`
+makes a long-lived key for scripts. Press **Authorize** and paste either one.
+
+**Lists** return `{"items": [...], "next_cursor": ...}`; pass `next_cursor` back as `cursor` for the next page.
+
+**Errors** are `application/problem+json` documents (RFC 9457) with a stable `code`; each operation lists the codes
+it can answer with.
 """
 
 
@@ -68,12 +76,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="Parley", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     problems.install(app)
-    app.include_router(health.router)
+    app.include_router(health.router, generate_unique_id_function=operation_id)
     for page in (auth_pages, agent_pages, session_pages, chat_pages):
         app.include_router(page.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     for router in (auth.public, auth.router, agents.router, sessions.router, voice.router, messages.router):
-        app.include_router(router, prefix=API_PREFIX)
+        app.include_router(router, prefix=API_PREFIX, generate_unique_id_function=operation_id)
+    app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     return app
 
 

@@ -3,31 +3,18 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from webapp.errors import AppError, MethodNotAllowed, RouteNotFound, ValidationFailed
 
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
-
-PROBLEM_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["type", "title", "status", "detail", "code"],
-    "properties": {
-        "type": {"type": "string"},
-        "title": {"type": "string"},
-        "status": {"type": "integer"},
-        "detail": {"type": "string"},
-        "code": {"type": "string", "description": "Stable machine-readable error code."},
-        "errors": {"type": "array", "items": {"type": "object"}, "description": "Field errors (422 only)."},
-    },
-}
 
 
 def problem_response(error: AppError) -> JSONResponse:
@@ -54,14 +41,33 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
-    """Starlette's own 404 and 405 (no such route, wrong method), through the same problem rendering."""
+    """Starlette's and FastAPI's own HTTP errors, through the same problem rendering."""
     assert isinstance(exc, StarletteHTTPException)
-    kind = {404: RouteNotFound, 405: MethodNotAllowed}.get(exc.status_code)
-    if kind is None:  # any other HTTPException: keep its status, generic code
-        error = AppError(str(exc.detail), headers=exc.headers)
-        body = {**error.problem(), "status": exc.status_code, "code": "http_error", "title": "HTTP error"}
-        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers, media_type=PROBLEM_JSON)
-    return await _app_error(request, kind(str(exc.detail), headers=exc.headers))
+    error: AppError
+    match exc.status_code:
+        case 400:  # FastAPI could not decode the body (not UTF-8, say): the design's "invalid body"
+            errors = [{"loc": ["body"], "msg": str(exc.detail), "type": "body_decode_error"}]
+            error = ValidationFailed(f"body: {exc.detail}", errors=errors)
+        case 404:
+            error = RouteNotFound(str(exc.detail))
+        case 405:
+            error = MethodNotAllowed(str(exc.detail), headers={"Allow": ", ".join(_allowed_methods(request))})
+        case _:
+            error = AppError(str(exc.detail), headers=exc.headers)
+            body = {**error.problem(), "status": exc.status_code, "code": "http_error", "title": "HTTP error"}
+            body["type"] = "urn:parley:problem:http_error"
+            return JSONResponse(body, status_code=exc.status_code, headers=exc.headers, media_type=PROBLEM_JSON)
+    return await _app_error(request, error)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path (Starlette's `Allow` names only the first matching route's)."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in ("GET", "POST", "PUT", "PATCH", "DELETE")
+        if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes)
+    ]
 
 
 async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:

@@ -22,7 +22,9 @@ T = TypeVar("T")
 
 
 class Input(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A request body: unknown fields and type coercion (`"temperature": false`, `"name": 5`) are rejected."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class Page(BaseModel, Generic[T]):
@@ -52,6 +54,10 @@ class LoginRequest(Input):
     email: Email
     password: Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"email": "ada@example.com", "password": "correct horse battery"}]}
+    )
+
 
 class UserRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
@@ -77,6 +83,8 @@ class RegisterRead(BaseModel):
 
 class ApiKeyCreate(Input):
     name: Name
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"name": "laptop scripts"}]})
 
 
 class ApiKeyRead(BaseModel):
@@ -121,6 +129,8 @@ class AgentUpdate(Input):
     voice: Voice | None = None
     temperature: Temperature | None = None
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{"prompt": "You are a patient tutor.", "model": None}]})
+
 
 class AgentRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
@@ -141,9 +151,13 @@ class AgentRead(BaseModel):
 class SessionCreate(Input):
     title: Title | None = None
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{"title": "Fractions practice"}]})
+
 
 class SessionUpdate(Input):
     title: Title
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"title": "Fractions, week 2"}]})
 
 
 class SessionRead(BaseModel):
@@ -270,6 +284,10 @@ class VoiceTurnRead(BaseModel):
 
 
 # --- health ----------------------------------------------------------------------------------------------------------
+
+
+class Liveness(BaseModel):
+    status: Literal["ok"]
 
 
 class Readiness(BaseModel):

@@ -5,14 +5,17 @@ from __future__ import annotations
 from fastapi import APIRouter, Response, status
 
 from webapp.deps import AUTHENTICATED, AgentDep, DbDep, PageDep, PrincipalDep, RuntimeDep, SettingsDep
+from webapp.errors import AgentNotFound
 from webapp.media import remove_session_media
+from webapp.openapi import problems
 from webapp.schemas import AgentCreate, AgentRead, AgentUpdate, Page, SessionCreate, SessionRead
 from webapp.services import agents, sessions
 
 router = APIRouter(tags=["agents"], dependencies=AUTHENTICATED)
+NOT_FOUND = problems(AgentNotFound)
 
 
-@router.post("/agents", status_code=status.HTTP_201_CREATED)
+@router.post("/agents", status_code=status.HTTP_201_CREATED, summary="Create an agent")
 async def create_agent(
     data: AgentCreate, db: DbDep, settings: SettingsDep, principal: PrincipalDep, response: Response
 ) -> AgentRead:
@@ -22,7 +25,7 @@ async def create_agent(
     return AgentRead.model_validate(agent)
 
 
-@router.get("/agents")
+@router.get("/agents", summary="List agents")
 async def list_agents(db: DbDep, principal: PrincipalDep, page: PageDep) -> Page[AgentRead]:
     """List agents, newest first."""
     items, next_cursor = await agents.list_agents(
@@ -31,19 +34,21 @@ async def list_agents(db: DbDep, principal: PrincipalDep, page: PageDep) -> Page
     return Page[AgentRead](items=[AgentRead.model_validate(a) for a in items], next_cursor=next_cursor)
 
 
-@router.get("/agents/{agent_id}")
+@router.get("/agents/{agent_id}", summary="Get an agent", responses=NOT_FOUND)
 async def get_agent(agent: AgentDep) -> AgentRead:
     """Get one agent."""
     return AgentRead.model_validate(agent)
 
 
-@router.patch("/agents/{agent_id}")
+@router.patch("/agents/{agent_id}", summary="Update an agent", responses=NOT_FOUND)
 async def update_agent(agent: AgentDep, data: AgentUpdate, db: DbDep, settings: SettingsDep) -> AgentRead:
     """Change some of an agent's fields."""
     return AgentRead.model_validate(await agents.update_agent(db=db, settings=settings, agent=agent, data=data))
 
 
-@router.delete("/agents/{agent_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/agents/{agent_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete an agent", responses=NOT_FOUND
+)
 async def delete_agent(agent: AgentDep, db: DbDep, runtime: RuntimeDep) -> None:
     """Delete an agent with all its sessions, messages and audio."""
     session_ids = await agents.delete_agent(db=db, agent=agent)
@@ -51,7 +56,13 @@ async def delete_agent(agent: AgentDep, db: DbDep, runtime: RuntimeDep) -> None:
     await remove_session_media(runtime.settings, session_ids)
 
 
-@router.post("/agents/{agent_id}/sessions", status_code=status.HTTP_201_CREATED, tags=["sessions"])
+@router.post(
+    "/agents/{agent_id}/sessions",
+    status_code=status.HTTP_201_CREATED,
+    tags=["sessions"],
+    summary="Start a session",
+    responses=NOT_FOUND,
+)
 async def create_session(
     agent: AgentDep, db: DbDep, response: Response, data: SessionCreate | None = None
 ) -> SessionRead:
@@ -61,7 +72,7 @@ async def create_session(
     return chat
 
 
-@router.get("/agents/{agent_id}/sessions", tags=["sessions"])
+@router.get("/agents/{agent_id}/sessions", tags=["sessions"], summary="List an agent's sessions", responses=NOT_FOUND)
 async def list_sessions(agent: AgentDep, db: DbDep, page: PageDep) -> Page[SessionRead]:
     """List the agent's sessions, most recently active first."""
     items, next_cursor = await sessions.list_sessions(db=db, agent=agent, limit=page.limit, cursor=page.cursor)

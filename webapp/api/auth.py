@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, status
 
 from webapp.deps import AUTHENTICATED, DbDep, PrincipalDep, RuntimeDep
-from webapp.errors import InvalidCredentials
+from webapp.errors import ApiKeyNotFound, EmailTaken, InvalidCredentials, RateLimited, SignupDisabled
+from webapp.openapi import problems
 from webapp.schemas import (
     ApiKeyCreate,
     ApiKeyCreated,
@@ -23,7 +24,12 @@ public = APIRouter(tags=["accounts"])
 router = APIRouter(tags=["accounts"], dependencies=AUTHENTICATED)
 
 
-@public.post("/auth/register", status_code=status.HTTP_201_CREATED)
+@public.post(
+    "/auth/register",
+    status_code=status.HTTP_201_CREATED,
+    summary="Create an account",
+    responses=problems(SignupDisabled, EmailTaken),
+)
 async def register(data: RegisterRequest, db: DbDep, runtime: RuntimeDep) -> RegisterRead:
     """Create an account (the first one always; later ones while `ALLOW_SIGNUP` is true) and sign in."""
     user = await accounts.register(
@@ -35,7 +41,7 @@ async def register(data: RegisterRequest, db: DbDep, runtime: RuntimeDep) -> Reg
     return RegisterRead(user=UserRead.model_validate(user), access_token=token, expires_at=expires_at)
 
 
-@public.post("/auth/login")
+@public.post("/auth/login", summary="Sign in", responses=problems(InvalidCredentials, RateLimited))
 async def login(data: LoginRequest, request: Request, db: DbDep, runtime: RuntimeDep) -> TokenRead:
     """Exchange email and password for a bearer access token."""
     account, address = accounts.email_key(data.email), request.client.host if request.client else "unknown"
@@ -52,27 +58,32 @@ async def login(data: LoginRequest, request: Request, db: DbDep, runtime: Runtim
     return TokenRead(access_token=token, expires_at=expires_at)
 
 
-@router.get("/me")
+@router.get("/me", summary="Who am I")
 async def get_me(principal: PrincipalDep, db: DbDep) -> UserRead:
     """The signed-in account."""
     return UserRead.model_validate(await accounts.get_user(db=db, user_id=principal.user_id))
 
 
-@router.post("/api-keys", status_code=status.HTTP_201_CREATED)
+@router.post("/api-keys", status_code=status.HTTP_201_CREATED, summary="Create an API key")
 async def create_api_key(data: ApiKeyCreate, principal: PrincipalDep, db: DbDep) -> ApiKeyCreated:
     """Create an API key; its secret is in this response only."""
     key, secret = await accounts.create_api_key(db=db, user_id=principal.user_id, name=data.name)
     return ApiKeyCreated(id=key.id, name=key.name, prefix=key.prefix, created_at=key.created_at, secret=secret)
 
 
-@router.get("/api-keys")
+@router.get("/api-keys", summary="List API keys")
 async def list_api_keys(principal: PrincipalDep, db: DbDep) -> Page[ApiKeyRead]:
     """Your API keys, oldest first (never their secrets); all on one page."""
     keys = await accounts.list_api_keys(db=db, user_id=principal.user_id)
     return Page[ApiKeyRead](items=[ApiKeyRead.model_validate(k) for k in keys], next_cursor=None)
 
 
-@router.delete("/api-keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/api-keys/{key_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Revoke an API key",
+    responses=problems(ApiKeyNotFound),
+)
 async def delete_api_key(key_id: str, principal: PrincipalDep, db: DbDep) -> None:
     """Revoke an API key at once."""
     await accounts.delete_api_key(db=db, user_id=principal.user_id, key_id=key_id)

@@ -9,30 +9,25 @@ from fastapi.responses import JSONResponse
 
 from webapp.deps import RuntimeDep
 from webapp.errors import NotReady
-from webapp.problems import PROBLEM_SCHEMA, problem_response
+from webapp.openapi import problems
+from webapp.problems import problem_response
+from webapp.schemas import Liveness, Readiness
 from webapp.services import health
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
-async def healthz() -> dict[str, str]:
+@router.get("/healthz", summary="Liveness")
+async def healthz() -> Liveness:
     """Liveness: the process is serving requests."""
-    return {"status": "ok"}
+    return Liveness(status="ok")
 
 
 @router.get(
     "/readyz",
-    responses={
-        200: {
-            "content": {
-                "application/json": {
-                    "example": {"status": "ready", "database": "ok", "schema": "current", "provider": "offline"}
-                }
-            }
-        },
-        503: {"description": "Not ready", "content": {"application/problem+json": {"schema": PROBLEM_SCHEMA}}},
-    },
+    summary="Readiness",
+    response_model=Readiness,
+    responses=problems(NotReady),
 )
 async def readyz(runtime: RuntimeDep) -> Any:
     """Readiness: the database answers and its schema is current."""

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated
 
-from fastapi import APIRouter
-from fastapi.responses import FileResponse
+from fastapi import APIRouter, Header
+from fastapi.responses import FileResponse, Response
 
 from webapp.deps import AUTHENTICATED, DbDep, PrincipalDep, SettingsDep
-from webapp.errors import AudioNotFound
-from webapp.media import media_path
-from webapp.problems import PROBLEM_SCHEMA
+from webapp.errors import AudioNotFound, InvalidRange, MessageNotFound, UnsatisfiableRange
+from webapp.media import file_response, media_path
+from webapp.openapi import audio_response, problems
 from webapp.services import chats
 
 router = APIRouter(tags=["messages"], dependencies=AUTHENTICATED)
@@ -19,16 +19,23 @@ router = APIRouter(tags=["messages"], dependencies=AUTHENTICATED)
 @router.get(
     "/messages/{message_id}/audio",
     response_class=FileResponse,
+    summary="Download a message's audio",
     responses={
-        200: {"description": "The audio, byte for byte as stored.", "content": {"audio/*": {}}},
-        206: {"description": "The requested byte range."},
-        404: {
-            "description": "No such message, or it has no audio.",
-            "content": {"application/problem+json": {"schema": PROBLEM_SCHEMA}},
-        },
+        200: audio_response("The audio, byte for byte as stored (with `ETag`, `Last-Modified`, `Accept-Ranges`)."),
+        206: audio_response("The byte range asked for with `Range` (`multipart/byteranges` for several ranges)."),
+        304: {"description": "Not modified: the `If-None-Match` or `If-Modified-Since` copy is current."},
+        **problems(InvalidRange, MessageNotFound, AudioNotFound, UnsatisfiableRange),
     },
 )
-async def get_message_audio(message_id: str, db: DbDep, settings: SettingsDep, principal: PrincipalDep) -> Any:
+async def get_message_audio(
+    message_id: str,
+    db: DbDep,
+    settings: SettingsDep,
+    principal: PrincipalDep,
+    byte_range: Annotated[str | None, Header(alias="Range", description="For example `bytes=0-1023`.")] = None,
+    if_none_match: Annotated[str | None, Header(description="The `ETag` of your copy.")] = None,
+    if_modified_since: Annotated[str | None, Header(description="The `Last-Modified` of your copy.")] = None,
+) -> Response:
     """A voice message's audio: the user's recording as uploaded, or the agent's spoken reply (Range supported)."""
     message = await chats.get_message(db=db, owner_id=principal.user_id, message_id=message_id)
     if message.audio_path is None or message.audio_content_type is None:
@@ -36,4 +43,10 @@ async def get_message_audio(message_id: str, db: DbDep, settings: SettingsDep, p
     path = media_path(settings, message.audio_path)
     if not path.is_file():
         raise AudioNotFound(f"The audio of message {message_id!r} is missing from storage.")
-    return FileResponse(path, media_type=message.audio_content_type)
+    return file_response(
+        path,
+        message.audio_content_type,
+        byte_range=byte_range,
+        if_none_match=if_none_match,
+        if_modified_since=if_modified_since,
+    )

@@ -11,30 +11,44 @@ from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from webapp.deps import AUTHENTICATED, ChatDep, DbDep, PageDep, PrincipalDep, RuntimeDep
+from webapp.errors import (
+    RateLimited,
+    SessionBusy,
+    SessionNotFound,
+    UpstreamAuthFailed,
+    UpstreamRateLimited,
+    UpstreamRejected,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from webapp.media import remove_session_media
-from webapp.problems import PROBLEM_SCHEMA
+from webapp.openapi import problems, schema_ref, sse_response
 from webapp.schemas import MessageCreate, MessageRead, Page, SessionRead, SessionUpdate, TurnRead
 from webapp.services import chats, sessions
 from webapp.services.chats import DoneEvent, ErrorEvent, TokenEvent, TurnEvent
 
 router = APIRouter(tags=["sessions"], dependencies=AUTHENTICATED)
+NOT_FOUND = problems(SessionNotFound)
+TOKEN_EVENT = {"type": "object", "required": ["delta"], "properties": {"delta": {"type": "string"}}}
 
 
-@router.get("/sessions/{session_id}")
+@router.get("/sessions/{session_id}", summary="Get a session", responses=NOT_FOUND)
 async def get_session(chat: ChatDep) -> SessionRead:
     """Get one session, with its agent's id and name."""
     session, agent = chat
     return SessionRead.of(session, agent_name=agent.name)
 
 
-@router.patch("/sessions/{session_id}")
+@router.patch("/sessions/{session_id}", summary="Rename a session", responses=NOT_FOUND)
 async def rename_session(chat: ChatDep, data: SessionUpdate, db: DbDep) -> SessionRead:
     """Rename a session."""
     session, agent = chat
     return await sessions.rename_session(db=db, chat=session, agent=agent, title=data.title)
 
 
-@router.delete("/sessions/{session_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/sessions/{session_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a session", responses=NOT_FOUND
+)
 async def delete_session(chat: ChatDep, db: DbDep, runtime: RuntimeDep) -> None:
     """Delete a session with its messages and audio."""
     await sessions.delete_session(db=db, chat=chat[0])
@@ -42,7 +56,7 @@ async def delete_session(chat: ChatDep, db: DbDep, runtime: RuntimeDep) -> None:
     await remove_session_media(runtime.settings, [chat[0].id])
 
 
-@router.get("/sessions/{session_id}/messages", tags=["messages"])
+@router.get("/sessions/{session_id}/messages", tags=["messages"], summary="List messages", responses=NOT_FOUND)
 async def list_messages(chat: ChatDep, db: DbDep, page: PageDep) -> Page[MessageRead]:
     """The session's history, oldest first."""
     items, next_cursor = await chats.list_messages(db=db, chat=chat[0], limit=page.limit, cursor=page.cursor)
@@ -71,16 +85,26 @@ async def _render(events: AsyncIterator[TurnEvent]) -> AsyncIterator[ServerSentE
     "/sessions/{session_id}/messages",
     status_code=status.HTTP_201_CREATED,
     tags=["messages"],
+    summary="Send a message",
     responses={
         201: {
-            "description": "Both stored messages; with `Accept: text/event-stream`, an SSE stream of `token` events "
-            "then one `done` (this same JSON) or `error` (a problem document) event.",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "model": TurnRead,
+            **sse_response(
+                "Both stored messages. With `Accept: text/event-stream`: `token` events, then one `done` event (this "
+                "same JSON) or one `error` event (a problem document; the failed reply is stored all the same).",
+                {"token": TOKEN_EVENT, "done": schema_ref("TurnRead"), "error": schema_ref("Problem")},
+            ),
         },
-        502: {
-            "description": "The provider failed",
-            "content": {"application/problem+json": {"schema": PROBLEM_SCHEMA}},
-        },
+        **problems(
+            SessionNotFound,
+            SessionBusy,
+            RateLimited,
+            UpstreamUnavailable,
+            UpstreamRejected,
+            UpstreamAuthFailed,
+            UpstreamRateLimited,
+            UpstreamTimeout,
+        ),
     },
 )
 async def send_message(

@@ -9,9 +9,26 @@ from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import FileResponse, JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from webapp.audio import FORMATS, SPEECH_FORMATS
 from webapp.deps import AUTHENTICATED, PrincipalDep, RuntimeDep
-from webapp.errors import error_from_field
-from webapp.problems import PROBLEM_SCHEMA
+from webapp.errors import (
+    AudioTooLarge,
+    AudioTooLong,
+    NoSpeechDetected,
+    RateLimited,
+    SessionBusy,
+    SessionNotFound,
+    TurnInterrupted,
+    UnsupportedAudio,
+    UpstreamAuthFailed,
+    UpstreamRateLimited,
+    UpstreamRejected,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    VoiceTurnNotFound,
+    error_from_field,
+)
+from webapp.openapi import audio_response, problems, schema_ref, sse_response, upload_body
 from webapp.schemas import VoiceTurnRead
 from webapp.services import voice
 from webapp.services.voice_events import STAGE_ORDER, TERMINAL
@@ -20,49 +37,33 @@ from webapp.uploads import receive_file
 router = APIRouter(tags=["voice"], dependencies=AUTHENTICATED)
 
 
-def _problem(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/problem+json": {"schema": PROBLEM_SCHEMA}}}
-
-
-AUDIO_MEDIA_TYPES = ["audio/mpeg", "audio/ogg", "audio/aac", "audio/flac", "audio/wav", "audio/pcm"]
-
-UPLOAD_DOC: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["audio"],
-                    "properties": {
-                        "audio": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "A recording: webm, ogg, wav, mp3, m4a/mp4 or flac (known by its bytes).",
-                        }
-                    },
-                }
-            }
-        },
-    }
-}
-
-
 @router.post(
     "/sessions/{session_id}/voice",
     status_code=status.HTTP_202_ACCEPTED,
-    openapi_extra=UPLOAD_DOC,
+    summary="Send a recording",
+    openapi_extra=upload_body("audio", "A recording: webm, ogg, wav, mp3, m4a/mp4 or flac (known by its bytes)."),
     responses={
-        200: {
-            "description": "With `wait=true`: the spoken reply.",
-            "content": {media: {"schema": {"type": "string", "format": "binary"}} for media in AUDIO_MEDIA_TYPES},
-        },
-        202: {"description": "The turn was accepted and queued.", "model": VoiceTurnRead},
-        404: _problem("No such session."),
-        413: _problem("The recording is larger than `MAX_AUDIO_BYTES`."),
-        415: _problem("The upload is not audio in an accepted format."),
-        422: _problem("Empty, silent or too long audio, or no `audio` field."),
-        502: _problem("The AI provider failed (with `wait=true`)."),
+        200: audio_response(
+            "With `wait=true`: the spoken reply, with `X-Voice-Turn-Id`, `X-User-Message-Id` and "
+            "`X-Assistant-Message-Id` headers. The 5xx problems below apply only with `wait=true`.",
+            sorted({FORMATS[name][1] for name in SPEECH_FORMATS}),
+        ),
+        202: {"description": "The turn was accepted and queued; `Location` names it.", "model": VoiceTurnRead},
+        **problems(
+            SessionNotFound,
+            SessionBusy,
+            AudioTooLarge,
+            UnsupportedAudio,
+            AudioTooLong,
+            NoSpeechDetected,
+            RateLimited,
+            UpstreamUnavailable,
+            UpstreamRejected,
+            UpstreamAuthFailed,
+            UpstreamRateLimited,
+            TurnInterrupted,
+            UpstreamTimeout,
+        ),
     },
 )
 async def create_voice_turn(
@@ -100,7 +101,7 @@ async def create_voice_turn(
     return FileResponse(path, media_type=media_type, headers=headers)
 
 
-@router.get("/voice-turns/{turn_id}", responses={404: _problem("No such voice turn.")})
+@router.get("/voice-turns/{turn_id}", summary="Get a voice turn", responses=problems(VoiceTurnNotFound))
 async def get_voice_turn(turn_id: str, runtime: RuntimeDep, principal: PrincipalDep) -> VoiceTurnRead:
     """The voice turn's current state."""
     return await voice.get_turn(runtime, owner_id=principal.user_id, turn_id=turn_id)
@@ -108,13 +109,14 @@ async def get_voice_turn(turn_id: str, runtime: RuntimeDep, principal: Principal
 
 @router.get(
     "/voice-turns/{turn_id}/events",
+    summary="Follow a voice turn (SSE)",
     responses={
-        200: {
-            "description": "SSE: the current state, then a `status` event per stage, then `done` or `failed`. "
-            "Every event's data is the whole voice turn.",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
-        },
-        404: _problem("No such voice turn."),
+        200: sse_response(
+            "The current state, then a `status` event per later stage, then one `done` or `failed` event, after "
+            "which the stream ends. Every event's data is the whole voice turn.",
+            {name: schema_ref("VoiceTurnRead") for name in ("status", "done", "failed")},
+        ),
+        **problems(VoiceTurnNotFound),
     },
 )
 async def follow_voice_turn(turn_id: str, runtime: RuntimeDep, principal: PrincipalDep) -> EventSourceResponse:

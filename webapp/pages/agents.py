@@ -48,7 +48,7 @@ async def agents_page(request: Request, runtime: RuntimeDep, principal: BrowserD
 @router.post("/agents")
 async def create_agent(request: Request, runtime: RuntimeDep, principal: BrowserDep, db: DbDep) -> Response:
     try:
-        data = AgentCreate(**_form_fields(await request.form()))
+        data = AgentCreate.model_validate(_form_fields(await request.form()))
     except ValidationError as exc:
         raise _invalid(exc) from None
     agent = await agents.create_agent(db=db, settings=runtime.settings, owner_id=principal.user_id, data=data)
@@ -75,7 +75,7 @@ async def update_agent(
 ) -> Response:
     agent = await agents.get_agent(db=db, owner_id=principal.user_id, agent_id=agent_id)
     try:
-        data = AgentUpdate(**_form_fields(await request.form()))
+        data = AgentUpdate.model_validate(_form_fields(await request.form()))
     except ValidationError as exc:
         raise _invalid(exc) from None
     agent = await agents.update_agent(db=db, settings=runtime.settings, agent=agent, data=data)
