@@ -27,10 +27,18 @@ from webapp.services.turn_lock import SESSION, Lease, LeaseTaken, TurnLocks
 
 AGENT = cast(Table, Agent.__table__)
 MESSAGE = cast(Table, Message.__table__)
-INSERT_MESSAGE = insert(MESSAGE)  # built once; values come as parameters
-
 TITLE_LENGTH = 60
 CONTEXT_MAX_MESSAGES = 400
+
+# A turn's statements, built once; values come as parameters.
+INSERT_MESSAGE = insert(MESSAGE)
+SELECT_AGENT = select(AGENT.c.prompt, AGENT.c.model, AGENT.c.temperature).where(AGENT.c.id == bindparam("agent_id"))
+SELECT_CONTEXT = (
+    select(MESSAGE.c.role, MESSAGE.c.content)
+    .where(MESSAGE.c.session_id == bindparam("session_id"), MESSAGE.c.status == "complete")
+    .order_by(MESSAGE.c.seq.desc())
+    .limit(CONTEXT_MAX_MESSAGES)
+)
 
 
 def estimate_tokens(text: str) -> int:
@@ -137,12 +145,7 @@ def append_message(
 
 def build_context(connection: Connection, *, prompt: str, session_id: str, budget: int) -> list[ChatMessage]:
     """The agent's prompt, then the newest complete messages that fit the token budget, oldest first."""
-    rows = connection.execute(
-        select(MESSAGE.c.role, MESSAGE.c.content)
-        .where(MESSAGE.c.session_id == session_id, MESSAGE.c.status == "complete")
-        .order_by(MESSAGE.c.seq.desc())
-        .limit(CONTEXT_MAX_MESSAGES)
-    )
+    rows = connection.execute(SELECT_CONTEXT, {"session_id": session_id})
     remaining = budget - estimate_tokens(prompt)
     history: list[ChatMessage] = []
     for role, content in rows:
@@ -203,9 +206,7 @@ async def run_turn(
             source=source,
             **(user_fields or {}),
         )
-        agent = connection.execute(
-            select(AGENT.c.prompt, AGENT.c.model, AGENT.c.temperature).where(AGENT.c.id == agent_id)
-        ).one()
+        agent = connection.execute(SELECT_AGENT, {"agent_id": agent_id}).one()
         context = build_context(
             connection, prompt=agent.prompt, session_id=session_id, budget=runtime.settings.context_token_budget
         )
