@@ -276,3 +276,17 @@ def test_microphone_denied_shows_a_clear_message(page_without_microphone: Page) 
     expect(error).to_contain_text(re.compile(r"denied|blocked|allow", re.IGNORECASE))
     expect(page.locator("#ptt-status")).not_to_contain_text("Recording")
     expect(page.locator("#history .message")).to_have_count(0)
+
+
+def test_api_docs_work_offline_with_a_file_picker_for_uploads(page: Page, server: Server) -> None:
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.goto("/docs")
+    expect(page.get_by_role("button", name=re.compile("Authorize"))).to_be_visible()
+    upload = page.locator("#operations-voice-create_voice_turn")
+    expect(upload).to_contain_text("Send a recording")
+    upload.locator(".opblock-summary").click()
+    expect(upload.locator('input[type="file"]')).to_be_visible()  # the multipart `audio` field: a file picker
+    expect(upload).to_contain_text("unsupported_audio")  # error responses list their codes
+    outside = [url for url in requested if not url.startswith(server.base_url)]
+    assert not outside, f"/docs loaded assets from elsewhere: {outside}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx
@@ -122,3 +123,15 @@ async def test_request_bodies_have_examples(spec: dict[str, Any]) -> None:
         "ApiKeyCreate",
     ):
         assert schemas[name].get("examples"), name
+
+
+async def test_docs_page_is_served_from_our_own_static_files(anon: httpx.AsyncClient) -> None:
+    page = await anon.get("http://test/docs")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assets = re.findall(r"""(?:src|href)=['"]([^'"]+)['"]""", page.text)
+    assert assets and all(url.startswith("/static/") for url in assets), assets
+    for url in assets:
+        served = await anon.get(f"http://test{url}")
+        assert served.status_code == 200 and served.content, url
+    assert "/openapi.json" in page.text
+    assert (await anon.get("http://test/redoc")).status_code == 404  # one documentation UI, no CDN

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse
 from fastapi.routing import APIRoute
 
 from webapp.audio import FORMATS
@@ -147,6 +149,24 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
             operation["responses"] = dict(sorted(responses.items(), key=lambda item: str(item[0])))
     app.openapi_schema = schema
     return schema
+
+
+docs = APIRouter(include_in_schema=False)
+SWAGGER_UI = "/static/swagger-ui-5.35.0"  # vendored from npm's swagger-ui-dist: /docs works with no internet
+
+
+@docs.get("/docs")
+async def swagger_ui(request: Request) -> HTMLResponse:
+    """Swagger UI for `/openapi.json`, served from our own static files rather than a CDN."""
+    root = request.scope.get("root_path", "")
+    return get_swagger_ui_html(
+        openapi_url=f"{root}/openapi.json",
+        title="Parley API",
+        swagger_js_url=f"{root}{SWAGGER_UI}/swagger-ui-bundle.js",
+        swagger_css_url=f"{root}{SWAGGER_UI}/swagger-ui.css",
+        swagger_favicon_url=f"{root}{SWAGGER_UI}/favicon-32x32.png",
+        swagger_ui_parameters={"persistAuthorization": True, "displayRequestDuration": True, "tryItOutEnabled": True},
+    )
 
 
 def operation_id(route: APIRoute) -> str:
