@@ -6,15 +6,20 @@ assertions below hold for every variant we have seen (25 runs through wav and we
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
 import pytest
 
-from tests.audio_samples import encode_clip, speech_pcm
+from tests.audio_samples import QUESTION_WAV, encode_clip, speech_pcm
+from tests.conftest import make_settings
+from webapp.ai.offline import OfflineProvider
 from webapp.ai.offline_speech import OfflineRecognizer, OfflineSynthesizer
 from webapp.audio import load_clip
 
@@ -171,3 +176,35 @@ def test_concurrent_transcription_is_serialised(tmp_path: Path, phrase_recognize
 
     assert heard_hello == ["hello world"] * 4
     assert heard_lights == ["turn on the lights"] * 4
+
+
+# --- the provider: recognition off the event loop ---------------------------------------------------------------------
+
+
+async def test_offline_recognition_leaves_the_event_loop_free(tmp_path: Path) -> None:
+    # pocketsphinx holds the GIL while it decodes, so in a thread it would stall the loop for the whole decode.
+    clip = load_clip(QUESTION_WAV, max_seconds=30)  # "one two three four five"
+    long_clip = replace(clip, pcm16k=clip.pcm16k * 16)
+    provider = OfflineProvider(make_settings("sqlite+aiosqlite:///unused.db", tmp_path))
+    stalls: list[float] = []
+    done = asyncio.Event()
+
+    async def watch_the_loop() -> None:
+        while not done.is_set():
+            started = time.perf_counter()
+            await asyncio.sleep(0.01)
+            stalls.append(time.perf_counter() - started - 0.01)
+
+    watcher = asyncio.create_task(watch_the_loop())
+    try:
+        started = time.perf_counter()
+        heard = await provider.transcribe(long_clip)
+        elapsed = time.perf_counter() - started
+    finally:
+        done.set()
+        await watcher
+        await provider.aclose()
+
+    assert "two three four five" in heard
+    assert elapsed > 1.0, "the clip decoded too fast to tell a stalled loop from a free one"
+    assert max(stalls) < 0.5, f"the event loop stalled for {max(stalls):.2f} s during a {elapsed:.1f} s decode"

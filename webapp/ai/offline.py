@@ -2,13 +2,19 @@
 
 Chat is a clearly labelled local reply generator (no language model runs); speech uses real offline engines
 (pocketsphinx and espeak-ng, from `webapp.ai.offline_speech`), loaded on first use and run off the event loop.
+pocketsphinx holds the GIL while it decodes (seconds, for a long clip), so a thread would still stall every request:
+recognition runs in child processes instead. espeak-ng releases the GIL in its C calls, so synthesis runs in a thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import os
 import re
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Literal
 
 from webapp.ai.base import ChatMessage, ChatReply, TokenSink
@@ -17,6 +23,8 @@ from webapp.config import Settings
 
 if TYPE_CHECKING:
     from webapp.ai.offline_speech import OfflineRecognizer, OfflineSynthesizer
+
+_recognizer: OfflineRecognizer | None = None  # in a recognition process: its one decoder
 
 OFFLINE_MODEL = "offline"
 
@@ -40,23 +48,36 @@ def compose_reply(messages: Sequence[ChatMessage]) -> str:
     )
 
 
+def _transcribe_in_child(pcm16k: bytes) -> str:
+    global _recognizer
+    if _recognizer is None:
+        from webapp.ai.offline_speech import OfflineRecognizer
+
+        _recognizer = OfflineRecognizer()
+    return _recognizer.transcribe(pcm16k)
+
+
 class OfflineProvider:
     name: Literal["offline"] = "offline"
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._engines: tuple[OfflineRecognizer, OfflineSynthesizer] | None = None
+        self._synthesizer: OfflineSynthesizer | None = None
+        self._recognizers: ProcessPoolExecutor | None = None
 
-    def _speech_engines(self) -> tuple[OfflineRecognizer, OfflineSynthesizer]:
-        # Loaded on first use: a server that never hears a voice turn never pays for them.
-        if self._engines is None:
-            from webapp.ai.offline_speech import OfflineRecognizer, OfflineSynthesizer
-
-            self._engines = OfflineRecognizer(), OfflineSynthesizer()
-        return self._engines
+    def _recognition_processes(self) -> ProcessPoolExecutor:
+        # Started on first use: a server that never hears a voice turn never pays for them. "spawn", because forking
+        # a process that runs an event loop and threads is unsafe. One process per voice worker, up to one per core.
+        if self._recognizers is None:
+            workers = max(1, min(self._settings.voice_workers, os.cpu_count() or 1))
+            context = multiprocessing.get_context("spawn")
+            self._recognizers = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+        return self._recognizers
 
     async def aclose(self) -> None:
-        return None
+        if self._recognizers is not None:
+            self._recognizers.shutdown(wait=False, cancel_futures=True)
+            self._recognizers = None
 
     async def chat(
         self,
@@ -75,13 +96,20 @@ class OfflineProvider:
         return ChatReply(text, OFFLINE_MODEL, prompt_tokens=prompt_tokens, completion_tokens=len(text.split()))
 
     async def transcribe(self, clip: AudioClip) -> str:
-        recognizer, _ = self._speech_engines()
-        return await asyncio.to_thread(recognizer.transcribe, clip.pcm16k)
+        processes = self._recognition_processes()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(processes, _transcribe_in_child, clip.pcm16k)
+        except BrokenProcessPool:
+            self._recognizers = None  # a recognition process died (killed, out of memory): start afresh next time
+            raise
 
     async def speak(self, text: str, *, voice: str) -> bytes:
         return await asyncio.to_thread(self._speak, text, voice)
 
     def _speak(self, text: str, voice: str) -> bytes:
-        _, synthesizer = self._speech_engines()
-        pcm, rate = synthesizer.synthesize(text, voice)
+        if self._synthesizer is None:
+            from webapp.ai.offline_speech import OfflineSynthesizer
+
+            self._synthesizer = OfflineSynthesizer()
+        pcm, rate = self._synthesizer.synthesize(text, voice)
         return encode_pcm(pcm, sample_rate=rate, fmt=self._settings.tts_format)
