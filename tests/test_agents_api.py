@@ -71,8 +71,8 @@ async def test_unknown_route_and_method_are_problems(client: httpx.AsyncClient) 
     wrong = await client.put("/agents")
     assert wrong.status_code == 405 and wrong.json()["code"] == "method_not_allowed"
     # `Allow` names every method of the path, though each is a separate route.
-    assert wrong.headers["allow"] == "GET, POST"
-    assert (await client.options("/agents/any-id")).headers["allow"] == "GET, PATCH, DELETE"
+    assert wrong.headers["allow"] == "GET, HEAD, POST"
+    assert (await client.options("/agents/any-id")).headers["allow"] == "GET, HEAD, PATCH, DELETE"
 
 
 @pytest.mark.parametrize(
@@ -151,3 +151,35 @@ async def test_delete_removes_agent_sessions_and_messages(client: httpx.AsyncCli
     assert (await client.get(f"/messages/{message_id}/audio")).status_code == 404
     assert (await client.get(f"/sessions/{kept['id']}")).status_code == 200
     assert (await client.delete(f"/agents/{agent['id']}")).status_code == 404
+
+
+async def test_nul_characters_are_refused_everywhere(client: httpx.AsyncClient, anon: httpx.AsyncClient) -> None:
+    # PostgreSQL cannot store or even compare text holding NUL: refused up front, on SQLite and PostgreSQL alike.
+    for body in (
+        {"name": "a\x00b", "prompt": "p"},
+        {"name": "n", "prompt": "p\x00"},
+        {"name": "n", "prompt": "p", "model": "\x00"},
+    ):
+        response = await client.post("/agents", json=body)
+        assert response.status_code == 422 and response.json()["code"] == "validation_failed", body
+    agent = await create_agent(client)
+    session = (await client.post(f"/agents/{agent['id']}/sessions")).json()
+    message = await client.post(f"/sessions/{session['id']}/messages", json={"content": "hi\x00"})
+    assert message.status_code == 422
+    signin = await anon.post("http://test/api/v1/auth/login", json={"email": "a\x00@b.co", "password": "x\x00"})
+    assert signin.status_code == 422
+    for path in ("/agents/%00", f"/sessions/{session['id']}%00/messages", "/voice-turns/%00", "/messages/a%00b/audio"):
+        response = await client.get(path)
+        assert response.status_code == 404 and response.json()["code"] == "not_found", path
+    assert (await client.get(f"/sessions/{session['id']}/messages")).json()["items"] == []
+
+
+async def test_head_is_answered_like_get_without_a_body(client: httpx.AsyncClient, anon: httpx.AsyncClient) -> None:
+    for path in ("http://test/healthz", "http://test/readyz", "http://test/static/app.css"):
+        get, head = await anon.get(path), await anon.head(path)
+        assert head.status_code == get.status_code == 200 and head.content == b"", path
+        assert head.headers["content-length"] == get.headers["content-length"], path
+    assert (await client.head("/agents")).status_code == 200
+    assert (await anon.head("http://test/api/v1/agents")).status_code == 401  # still signed in or not
+    assert (await client.post("http://test/healthz")).headers["allow"] == "GET, HEAD"
+    assert (await client.post("http://test/static/app.css")).headers["allow"] == "GET, HEAD"

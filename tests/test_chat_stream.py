@@ -101,3 +101,25 @@ async def test_client_disconnect_mid_stream_still_stores_the_reply(live_url: str
             await asyncio.sleep(0.05)
         assert [m["role"] for m in messages] == ["user", "assistant"]
         assert messages[1]["content"] == "".join(words) and messages[1]["status"] == "complete"
+
+
+async def test_nul_characters_from_the_provider_are_dropped(client: httpx.AsyncClient, upstream: FakeOpenAI) -> None:
+    # They mean nothing in text, and PostgreSQL cannot store them: the reply must still be stored, without them.
+    agent = await create_agent(client)
+    session = await create_session(client, agent["id"])
+    upstream.push(CHAT, Scripted(stream=["Hel\x00lo", "\x00", " there"]))
+    streamed = await client.post(f"/sessions/{session['id']}/messages", json={"content": "hi"}, headers=SSE)
+    events = parse_sse(streamed.text)
+    assert [data["delta"] for name, data in events if name == "token"] == ["Hello", " there"]
+    assert events[-1][1]["assistant_message"]["content"] == "Hello there"
+    completion = {
+        "id": "chatcmpl-nul",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "m",
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "a\x00b"}}],
+    }
+    upstream.push(CHAT, Scripted(body=completion))
+    plain = await client.post(f"/sessions/{session['id']}/messages", json={"content": "again"})
+    assert plain.status_code == 201 and plain.json()["assistant_message"]["content"] == "ab"
+    assert [m["content"] for m in await history(client, session["id"])][1::2] == ["Hello there", "ab"]

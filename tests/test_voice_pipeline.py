@@ -149,8 +149,21 @@ async def test_range_requests_and_etag(client: httpx.AsyncClient) -> None:
         cached = await client.get(url, headers=headers)
         assert cached.status_code == 304 and cached.content == b"", headers
         assert cached.headers["etag"] == whole.headers["etag"]
+    weak = await client.get(url, headers={"if-none-match": f'"x", W/{whole.headers["etag"]}'})
+    assert weak.status_code == 304  # If-None-Match compares weakly
+    undated = whole.headers["last-modified"].replace("GMT", "-0000")
+    assert (await client.get(url, headers={"if-modified-since": undated})).status_code == 304
     stale = await client.get(url, headers={"if-none-match": '"another-version"'})
     assert stale.status_code == 200 and stale.content == recording
+    assert whole.headers["cache-control"] == stale.headers["cache-control"] == "private, no-cache"
+
+    # If-Range: a range of the version the client has; for another version, the whole file.
+    moved = await client.get(url, headers={"range": "bytes=10-19", "if-range": '"old"'})
+    assert moved.status_code == 200 and moved.content == recording
+    same = await client.get(url, headers={"range": "bytes=10-19", "if-range": whole.headers["etag"]})
+    assert same.status_code == 206 and same.content == recording[10:20]
+    head = await client.head(url)
+    assert head.status_code == 200 and head.content == b"" and int(head.headers["content-length"]) == len(recording)
 
     # Ranges the file cannot serve are problem documents, not plain text.
     for bad in ("pages=0-10", "bytes=50-10", "bytes="):

@@ -146,8 +146,8 @@ class Database:
             return work(connection)
 
     async def dispose(self) -> None:
-        if self._writer is not None:
-            self._writer.shutdown()
+        if self._writer is not None:  # off the loop: a transaction may still be waiting for SQLite's write lock
+            await asyncio.to_thread(self._writer.shutdown)
         if self._sync_engine is not None:
             self._sync_engine.dispose()
         await self.engine.dispose()

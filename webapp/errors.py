@@ -1,7 +1,7 @@
 """The application's error vocabulary.
 
 Every failure a client can cause or observe is an `AppError` subclass with a stable machine `code`; one handler in
-`webapp.main` renders them as RFC 9457 problem documents. This module is a leaf: anything may import it.
+`webapp.problems` renders them as RFC 9457 problem documents. This module is a leaf: anything may import it.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from webapp.ai import build_provider
 from webapp.api import agents, auth, health, messages, sessions, voice
 from webapp.config import Settings, describe_error, get_settings
 from webapp.db import Database
+from webapp.middleware import HeadAsGet, NulInPathIsNotFound
 from webapp.openapi import build_openapi, docs, operation_id
 from webapp.pages import agents as agent_pages
 from webapp.pages import auth as auth_pages
@@ -78,6 +79,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Parley", version="0.1.0", description=DESCRIPTION, lifespan=lifespan, docs_url=None, redoc_url=None
     )
     problems.install(app)
+    app.add_middleware(NulInPathIsNotFound)
+    app.add_middleware(HeadAsGet)
     app.include_router(health.router, generate_unique_id_function=operation_id)
     app.include_router(docs)
     for page in (auth_pages, agent_pages, session_pages, chat_pages):

@@ -8,7 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
+from starlette.routing import Match, Mount
 
 from webapp.errors import AppError, MethodNotAllowed, RouteNotFound, ValidationFailed
 
@@ -62,12 +62,17 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 def _allowed_methods(request: Request) -> list[str]:
     """Every method some route serves at this path (Starlette's `Allow` names only the first matching route's)."""
-    routes = request.app.router.routes
-    return [
+    app_root = request.scope.get("app_root_path", "")
+    if request.scope.get("root_path", "") != app_root:  # inside a mount: the static files
+        return ["GET", "HEAD"]
+    scope = {**request.scope, "root_path": app_root}
+    routes = [route for route in request.app.router.routes if not isinstance(route, Mount)]
+    methods = [
         method
         for method in ("GET", "POST", "PUT", "PATCH", "DELETE")
-        if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes)
+        if any(route.matches({**scope, "method": method})[0] == Match.FULL for route in routes)
     ]
+    return [*methods[:1], "HEAD", *methods[1:]] if "GET" in methods else methods  # HEAD: middleware.HeadAsGet
 
 
 async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:

@@ -9,11 +9,14 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from webapp import models
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-Prompt = Annotated[str, StringConstraints(min_length=1, max_length=20_000)]
-ModelId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Voice = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+NO_NUL = r"^[^\x00]*$"
+"""Text never holds NUL characters: PostgreSQL cannot store them, and they mean nothing in a name or a message."""
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100, pattern=NO_NUL)]
+Prompt = Annotated[str, StringConstraints(min_length=1, max_length=20_000, pattern=NO_NUL)]
+ModelId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=NO_NUL)]
+Voice = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100, pattern=NO_NUL)]
+Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=NO_NUL)]
 Temperature = Annotated[float, Field(ge=0, le=2)]
 
 DEFAULT_TITLE = "New chat"
@@ -35,9 +38,12 @@ class Page(BaseModel, Generic[T]):
 # --- accounts --------------------------------------------------------------------------------------------------------
 
 Email = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=3, max_length=320, pattern=r"^[^@\s\x00]+@[^@\s\x00]+\.[^@\s\x00]+$"
+    ),
 ]
-Password = Annotated[str, StringConstraints(min_length=8, max_length=200)]
+Password = Annotated[str, StringConstraints(min_length=8, max_length=200, pattern=NO_NUL)]
 
 
 class RegisterRequest(Input):
@@ -52,7 +58,7 @@ class RegisterRequest(Input):
 
 class LoginRequest(Input):
     email: Email
-    password: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    password: Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NO_NUL)]
 
     model_config = ConfigDict(
         json_schema_extra={"examples": [{"email": "ada@example.com", "password": "correct horse battery"}]}
@@ -188,7 +194,7 @@ class SessionRead(BaseModel):
 
 
 class MessageCreate(Input):
-    content: Annotated[str, StringConstraints(min_length=1, max_length=32_000)]
+    content: Annotated[str, StringConstraints(min_length=1, max_length=32_000, pattern=NO_NUL)]
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"content": "What is a prime number?"}]})
 

@@ -75,9 +75,9 @@ class OfflineProvider:
         return self._recognizers
 
     async def aclose(self) -> None:
-        if self._recognizers is not None:
-            self._recognizers.shutdown(wait=False, cancel_futures=True)
-            self._recognizers = None
+        processes, self._recognizers = self._recognizers, None
+        if processes is not None:  # waits for a decode under way (seconds at most), so no process is left behind
+            await asyncio.to_thread(processes.shutdown, wait=True, cancel_futures=True)
 
     async def chat(
         self,
@@ -100,7 +100,10 @@ class OfflineProvider:
         try:
             return await asyncio.get_running_loop().run_in_executor(processes, _transcribe_in_child, clip.pcm16k)
         except BrokenProcessPool:
-            self._recognizers = None  # a recognition process died (killed, out of memory): start afresh next time
+            # A recognition process died (killed, out of memory): start afresh next time, unless another call has.
+            if self._recognizers is processes:
+                self._recognizers = None
+            processes.shutdown(wait=False)
             raise
 
     async def speak(self, text: str, *, voice: str) -> bytes:

@@ -123,7 +123,7 @@ class OpenAIProvider:
             raise UpstreamUnavailable("The AI provider sent a reply with no choices.")
         usage = completion.usage
         return ChatReply(
-            text=completion.choices[0].message.content or "",
+            text=_plain(completion.choices[0].message.content or ""),
             model=completion.model or params["model"],
             prompt_tokens=usage.prompt_tokens if usage else None,
             completion_tokens=usage.completion_tokens if usage else None,
@@ -147,9 +147,9 @@ class OpenAIProvider:
                 if chunk.usage is not None:
                     prompt_tokens, completion_tokens = chunk.usage.prompt_tokens, chunk.usage.completion_tokens
                 for choice in chunk.choices:
-                    if choice.delta.content:
-                        parts.append(choice.delta.content)
-                        on_token(choice.delta.content)
+                    if piece := _plain(choice.delta.content or ""):
+                        parts.append(piece)
+                        on_token(piece)
         return ChatReply("".join(parts), model, prompt_tokens, completion_tokens)
 
     async def transcribe(self, clip: AudioClip) -> str:
@@ -157,7 +157,7 @@ class OpenAIProvider:
         upload = (f"speech{extension_for(clip.format)}", clip.path.read_bytes(), clip.content_type)
         async with _sdk_errors():
             result = await self._client.audio.transcriptions.create(model=self._settings.stt_model, file=upload)
-        return result.text.strip()
+        return _plain(result.text).strip()
 
     async def speak(self, text: str, *, voice: str) -> bytes:
         async with _sdk_errors():
@@ -168,3 +168,8 @@ class OpenAIProvider:
                 response_format=self._settings.tts_format,
             )
         return response.content
+
+
+def _plain(text: str) -> str:
+    """Text from the provider without NUL characters, which mean nothing in text and which PostgreSQL cannot store."""
+    return text.replace("\x00", "")

@@ -8,9 +8,10 @@ from fastapi import APIRouter, Header
 from fastapi.responses import FileResponse, Response
 
 from webapp.deps import AUTHENTICATED, DbDep, PrincipalDep, SettingsDep
+from webapp.downloads import file_response
 from webapp.errors import AudioNotFound, InvalidRange, MessageNotFound, UnsatisfiableRange
-from webapp.media import file_response, media_path
-from webapp.openapi import audio_response, problems
+from webapp.media import media_path
+from webapp.openapi import AUDIO_MEDIA_TYPES, audio_response, problems
 from webapp.services import chats
 
 router = APIRouter(tags=["messages"], dependencies=AUTHENTICATED)
@@ -22,7 +23,10 @@ router = APIRouter(tags=["messages"], dependencies=AUTHENTICATED)
     summary="Download a message's audio",
     responses={
         200: audio_response("The audio, byte for byte as stored (with `ETag`, `Last-Modified`, `Accept-Ranges`)."),
-        206: audio_response("The byte range asked for with `Range` (`multipart/byteranges` for several ranges)."),
+        206: audio_response(
+            "The byte range asked for with `Range` (`multipart/byteranges` for several ranges).",
+            [*AUDIO_MEDIA_TYPES, "multipart/byteranges"],
+        ),
         304: {"description": "Not modified: the `If-None-Match` or `If-Modified-Since` copy is current."},
         **problems(InvalidRange, MessageNotFound, AudioNotFound, UnsatisfiableRange),
     },
@@ -33,6 +37,7 @@ async def get_message_audio(
     settings: SettingsDep,
     principal: PrincipalDep,
     byte_range: Annotated[str | None, Header(alias="Range", description="For example `bytes=0-1023`.")] = None,
+    if_range: Annotated[str | None, Header(description="Serve the `Range` only if this is still the `ETag`.")] = None,
     if_none_match: Annotated[str | None, Header(description="The `ETag` of your copy.")] = None,
     if_modified_since: Annotated[str | None, Header(description="The `Last-Modified` of your copy.")] = None,
 ) -> Response:
@@ -47,6 +52,7 @@ async def get_message_audio(
         path,
         message.audio_content_type,
         byte_range=byte_range,
+        if_range=if_range,
         if_none_match=if_none_match,
         if_modified_since=if_modified_since,
     )

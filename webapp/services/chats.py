@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -18,13 +19,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from webapp.ai.base import ChatMessage, ChatReply
 from webapp.db import new_id, utcnow
-from webapp.errors import AppError, MessageNotFound, SessionNotFound, UpstreamError
+from webapp.errors import AppError, MessageNotFound, SessionNotFound, TurnInterrupted, UpstreamError
 from webapp.models import Agent, ChatSession, Message
 from webapp.schemas import MessageRead, TurnRead
 from webapp.services.pagination import decode_cursor, encode_cursor
 from webapp.services.runtime import Runtime
 from webapp.services.turn_lock import SESSION, Lease, LeaseTaken, TurnLocks
 
+log = logging.getLogger(__name__)
 AGENT = cast(Table, Agent.__table__)
 MESSAGE = cast(Table, Message.__table__)
 TITLE_LENGTH = 60
@@ -309,13 +311,17 @@ class RunningTurn:
         while (item := await self.tokens.get()) is not _END:
             yield TokenEvent(item)
         await asyncio.wait({self.task})
+        if self.task.cancelled():  # the server is stopping
+            yield ErrorEvent(TurnInterrupted("The server stopped before the reply was finished; send it again."))
+            return
         error = self.task.exception()
         if error is None:
             yield DoneEvent(self.task.result())
         elif isinstance(error, AppError):
             yield ErrorEvent(error)
         else:
-            raise error
+            log.error("chat turn failed", exc_info=error)
+            yield ErrorEvent(AppError("An unexpected error occurred; it has been logged."))
 
 
 def start_turn(runtime: Runtime, *, owner_id: str, session_id: str, content: str, stream: bool = False) -> RunningTurn:

@@ -1,0 +1,65 @@
+"""Serving a stored file over HTTP: validators (`ETag`, `Last-Modified`), conditional requests and byte ranges.
+
+Starlette's `FileResponse` serves ranges and sets the validators; this adds what it leaves out: `304 Not Modified`,
+`Cache-Control`, and problem documents instead of plain-text errors for ranges it cannot serve.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+
+from starlette.responses import FileResponse, MalformedRangeHeader, RangeNotSatisfiable, Response
+
+from webapp.errors import InvalidRange, UnsatisfiableRange
+
+# Private to the account that asked (a shared cache must not keep it), and checked with the validators on reuse.
+CACHE_CONTROL = "private, no-cache"
+
+
+def file_response(
+    path: Path,
+    media_type: str,
+    *,
+    byte_range: str | None = None,
+    if_range: str | None = None,
+    if_none_match: str | None = None,
+    if_modified_since: str | None = None,
+) -> Response:
+    """The file, all of it or a range, or `304` when the client's copy is current (RFC 9110 §13)."""
+    response = FileResponse(
+        path, media_type=media_type, stat_result=path.stat(), headers={"Cache-Control": CACHE_CONTROL}
+    )
+    etag, last_modified = response.headers["etag"], response.headers["last-modified"]
+    if _not_modified(etag, last_modified, if_none_match, if_modified_since):
+        return Response(
+            status_code=304, headers={"ETag": etag, "Last-Modified": last_modified, "Cache-Control": CACHE_CONTROL}
+        )
+    if byte_range is not None and (if_range is None or if_range.strip() in (etag, last_modified)):
+        _check_range(byte_range, size=int(response.headers["content-length"]))
+    return response  # with a stale If-Range, FileResponse ignores the Range and sends everything, as it should
+
+
+def _not_modified(etag: str, last_modified: str, if_none_match: str | None, if_modified_since: str | None) -> bool:
+    if if_none_match is not None:  # it wins over If-Modified-Since; compared weakly (§13.1.2)
+        tags = [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]
+        return "*" in tags or etag.removeprefix("W/") in tags
+    if if_modified_since is not None:
+        try:
+            since = parsedate_to_datetime(if_modified_since)
+        except (TypeError, ValueError):  # an unparseable date is ignored (§13.1.3)
+            return False
+        return parsedate_to_datetime(last_modified) <= (since if since.tzinfo else since.replace(tzinfo=UTC))
+    return False
+
+
+def _check_range(header: str, *, size: int) -> None:
+    try:
+        FileResponse._parse_range_header(header, size)  # Starlette's own parser, so both agree on what is valid
+    except MalformedRangeHeader as exc:
+        raise InvalidRange(f"{exc.content} Send for example `Range: bytes=0-1023`.") from None
+    except RangeNotSatisfiable:
+        raise UnsatisfiableRange(
+            f"The file has {size} bytes; the range starts beyond it.", headers={"Content-Range": f"bytes */{size}"}
+        ) from None
