@@ -29,6 +29,7 @@ import aiohttp
 from sqlalchemy.engine import make_url
 
 from bench.profile_summary import breakdown, summarise
+from e2e.server import scratch_postgres_database
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -190,31 +191,11 @@ def migrate(env: dict[str, str]) -> None:
 
 
 @contextlib.asynccontextmanager
-async def postgres_database(server_url: str) -> AsyncIterator[str]:
-    """A fresh database on the server of `server_url` (whose own database is never touched), dropped on exit."""
-    import asyncpg
-
-    url = make_url(server_url)
-    admin_dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
-    name = f"parley_bench_{os.getpid()}"
-    admin = await asyncpg.connect(admin_dsn)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield url.set(database=name).render_as_string(hide_password=False)
-        finally:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
-@contextlib.asynccontextmanager
 async def database(server_url: str | None, tmp: Path) -> AsyncIterator[str]:
     if server_url is None:
         yield f"sqlite+aiosqlite:///{tmp / 'bench.db'}"
         return
-    async with postgres_database(server_url) as url:
+    with scratch_postgres_database(server_url, prefix="parley_bench") as url:
         yield url
 
 

@@ -1,4 +1,4 @@
-"""Fuzz the live API with schemathesis: `python -m e2e.fuzz_api [extra st run options]` (scripts/fuzz-api runs it).
+"""Fuzz the live API with schemathesis: `python -m e2e.fuzz_api [--postgres URL] [st run options]` (scripts/fuzz-api).
 
 Serves a real Parley (offline engines, a temporary SQLite file), signs up, makes an API key, an agent, a session and
 one finished voice turn so that the fuzzer also reaches turns and stored audio, then runs `st run` against
@@ -9,6 +9,8 @@ schemathesis's: non-zero on any server error or any response that breaks the doc
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import json
 import subprocess
 import sys
@@ -18,7 +20,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from e2e.server import SPEECH_CLIP, running_server
+from e2e.server import SPEECH_CLIP, running_server, scratch_postgres_database
 
 EXCLUDED_CHECKS = "positive_data_acceptance"
 SETTINGS = {
@@ -84,33 +86,44 @@ def config(parameters: dict[str, str]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    with tempfile.TemporaryDirectory(prefix="parley-fuzz-") as temp:
-        root = Path(temp)
-        with running_server(root / "server", extra_env=SETTINGS) as server:
-            key, parameters = seed(server.base_url)
-            config_file = root / "schemathesis.toml"
-            config_file.write_text(config(parameters))
-            command = [
-                str(Path(sys.executable).with_name("st")),
-                "--config-file",
-                str(config_file),
-                "run",
-                f"{server.base_url}/openapi.json",
-                "--header",
-                f"Authorization: Bearer {key}",
-                "--checks",
-                "all",
-                "--exclude-checks",
-                EXCLUDED_CHECKS,
-                "--no-color",
-                *argv,
-            ]
-            status = subprocess.call(command, cwd=root)
-            errors = [line for line in server.log_tail(10_000).splitlines() if "Traceback" in line]
-            if errors:
-                print(f"\nThe server logged {len(errors)} traceback(s):\n{server.log_tail(200)}", file=sys.stderr)
-                return status or 1
-            return status
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="serve from a scratch database on this PostgreSQL server (e.g. postgresql+asyncpg://postgres@127.0.0.1/"
+        "postgres; that database itself is not touched) instead of SQLite",
+    )
+    options, st_options = parser.parse_known_args(argv)
+    with contextlib.ExitStack() as stack:
+        root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="parley-fuzz-")))
+        env = dict(SETTINGS)
+        if options.postgres:
+            env["DATABASE_URL"] = stack.enter_context(scratch_postgres_database(options.postgres, prefix="parley_fuzz"))
+        server = stack.enter_context(running_server(root / "server", extra_env=env))
+        key, parameters = seed(server.base_url)
+        config_file = root / "schemathesis.toml"
+        config_file.write_text(config(parameters))
+        command = [
+            str(Path(sys.executable).with_name("st")),
+            "--config-file",
+            str(config_file),
+            "run",
+            f"{server.base_url}/openapi.json",
+            "--header",
+            f"Authorization: Bearer {key}",
+            "--checks",
+            "all",
+            "--exclude-checks",
+            EXCLUDED_CHECKS,
+            "--no-color",
+            *st_options,
+        ]
+        status = subprocess.call(command, cwd=root)
+        tracebacks = server.log_tail(100_000).count("Traceback")
+        if tracebacks:
+            print(f"\nThe server logged {tracebacks} traceback(s):\n{server.log_tail(200)}", file=sys.stderr)
+            return status or 1
+        return status
 
 
 if __name__ == "__main__":

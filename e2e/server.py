@@ -161,3 +161,36 @@ def _wait_healthy(server: Server, timeout: float) -> None:
 
 def remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+@contextmanager
+def scratch_postgres_database(server_url: str, *, prefix: str) -> Iterator[str]:
+    """A fresh database `<prefix>_<pid>` on the server of `server_url` (whose own database is never touched), and
+    its URL; dropped on exit. Usable from sync code and from inside a running event loop alike."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(server_url)
+    admin_dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    name = f"{prefix}_{os.getpid()}"
+
+    async def run(*statements: str) -> None:
+        connection = await asyncpg.connect(admin_dsn)
+        try:
+            for statement in statements:
+                await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    def admin(*statements: str) -> None:
+        with ThreadPoolExecutor(1) as thread:  # a loop of its own, whether or not the caller runs one
+            thread.submit(asyncio.run, run(*statements)).result()
+
+    admin(f'DROP DATABASE IF EXISTS "{name}"', f'CREATE DATABASE "{name}"')
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

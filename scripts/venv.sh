@@ -1,19 +1,31 @@
-# Sourced by scripts/run and scripts/test: make .venv and install a requirements file into it, only when it changed.
-# Usage: ensure_venv requirements.txt
+# shellcheck shell=bash
+# Sourced by the scripts: make virtual environments and keep .venv in step with a requirements file.
+# Usage: ensure_venv requirements.txt      (.venv, reinstalled only when a requirements*.txt file changed)
+#        make_venv DIR                     (a bare venv of python3, 3.11 or newer)
+
+# python3 -m venv DIR; Debian ships venv separately, so install it when we can, else say exactly what is missing.
+make_venv() {
+  local dir="$1"
+  if ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    echo "parley: needs Python 3.11 or newer as python3 (found: $(python3 --version 2>&1))" >&2
+    exit 1
+  fi
+  if ! python3 -m venv "$dir" 2>/dev/null; then
+    rm -rf "$dir"
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+      python3 -m venv "$dir"
+    else
+      echo "parley: python3 -m venv failed; install it first: sudo apt-get install python3-venv" >&2
+      exit 1
+    fi
+  fi
+}
+
 ensure_venv() {
   local requirements="$1" stamp
   if [ ! -x .venv/bin/python ]; then
-    if ! python3 -m venv .venv 2>/dev/null; then
-      # Debian ships venv separately; install it when we can, else say exactly what is missing.
-      rm -rf .venv
-      if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
-        python3 -m venv .venv
-      else
-        echo "parley: python3 -m venv failed; install it first: sudo apt-get install python3-venv" >&2
-        exit 1
-      fi
-    fi
+    make_venv .venv
     .venv/bin/python -m pip install -q --upgrade pip
   fi
   stamp=".venv/.installed-$(basename "$requirements")"
