@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -12,6 +13,8 @@ from tests.conftest import openai_settings, sign_up
 from tests.fake_openai import CHAT, FakeOpenAI, Scripted, error_body
 from tests.helpers import create_agent, create_session, history, parse_sse
 from webapp.config import Settings
+from webapp.errors import UpstreamTimeout
+from webapp.services.chats import END_OF_TOKENS, ErrorEvent, RunningTurn, TokenEvent
 
 SSE = {"accept": "text/event-stream"}
 
@@ -123,3 +126,30 @@ async def test_nul_characters_from_the_provider_are_dropped(client: httpx.AsyncC
     plain = await client.post(f"/sessions/{session['id']}/messages", json={"content": "again"})
     assert plain.status_code == 201 and plain.json()["assistant_message"]["content"] == "ab"
     assert [m["content"] for m in await history(client, session["id"])][1::2] == ["Hello there", "ab"]
+
+
+@pytest.mark.parametrize(
+    ("ending", "code"), [("cancelled", "interrupted"), ("crashed", "internal_error"), ("failed", "upstream_timeout")]
+)
+async def test_a_stream_always_ends_with_exactly_one_final_event(ending: str, code: str) -> None:
+    # A turn cancelled by a stopping server, or one that crashed on a bug, still closes its stream with an `error`.
+    async def turn() -> Any:
+        await asyncio.sleep(0)
+        if ending == "crashed":
+            raise RuntimeError("a bug")
+        if ending == "failed":
+            raise UpstreamTimeout("too slow")
+        await asyncio.sleep(3600)
+
+    task = asyncio.create_task(turn())
+    tokens: asyncio.Queue[Any] = asyncio.Queue()
+    running = RunningTurn(task=task, stored=asyncio.get_running_loop().create_future(), tokens=tokens)
+    tokens.put_nowait("partial ")
+    await asyncio.sleep(0.01)
+    task.cancel()
+    tokens.put_nowait(END_OF_TOKENS)
+
+    events = [event async for event in running.events()]
+
+    assert events[0] == TokenEvent("partial ")
+    assert len(events) == 2 and isinstance(events[1], ErrorEvent) and events[1].error.code == code

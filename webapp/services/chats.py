@@ -266,7 +266,7 @@ async def run_turn(
 
 # --- a text turn running in the background ---------------------------------------------------------------------------
 
-_END = object()
+END_OF_TOKENS = object()
 
 
 @dataclass
@@ -308,7 +308,7 @@ class RunningTurn:
 
     async def events(self) -> AsyncIterator[TurnEvent]:
         """Tokens as they arrive, then exactly one `DoneEvent` or `ErrorEvent`."""
-        while (item := await self.tokens.get()) is not _END:
+        while (item := await self.tokens.get()) is not END_OF_TOKENS:
             yield TokenEvent(item)
         await asyncio.wait({self.task})
         if self.task.cancelled():  # the server is stopping
@@ -342,7 +342,7 @@ def start_turn(runtime: Runtime, *, owner_id: str, session_id: str, content: str
                 raise outcome.error
             return outcome.turn
         finally:
-            tokens.put_nowait(_END)
+            tokens.put_nowait(END_OF_TOKENS)
             if not stored.done():
                 stored.cancel()
 
