@@ -89,7 +89,11 @@ class Server:
 
 
 def server_env(root: Path) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("OPENAI_", "AI_", "DATABASE_"))}
+    """This environment without any of Parley's settings (a developer's key, limits or database), plus the server's."""
+    from webapp.config import Settings
+
+    settings = {name.upper() for name in Settings.model_fields}
+    env = {key: value for key, value in os.environ.items() if key.upper() not in settings}
     env.update(
         DATABASE_URL=f"sqlite+aiosqlite:///{root / 'e2e.db'}",
         MEDIA_DIR=str(root / "media"),

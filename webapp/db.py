@@ -132,11 +132,17 @@ class Database:
     async def transaction(self, work: Callable[[Connection], T]) -> T:
         """`work(connection)` in one write transaction: committed when it returns, rolled back if it raises.
 
-        On SQLite a caller cancelled while `work` runs does not stop it: the transaction still ends as `work` does.
+        On SQLite a caller cancelled while `work` runs does not stop it: the transaction still ends as `work` does,
+        and the write lock is held until then, so the next writer never waits inside SQLite.
         """
         async with self._write_lock or contextlib.nullcontext():
             if self._writer is not None:
-                return await asyncio.get_running_loop().run_in_executor(self._writer, self._run, work)
+                running = asyncio.get_running_loop().run_in_executor(self._writer, self._run, work)
+                try:
+                    return await asyncio.shield(running)
+                except asyncio.CancelledError:
+                    await asyncio.wait({running})
+                    raise
             async with self._writer_engine.begin() as connection:
                 return await connection.run_sync(work)
 
