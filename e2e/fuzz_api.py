@@ -15,11 +15,9 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
-from typing import Any
 
+from e2e.api_client import call, finished_turn, new_session, sign_up, upload
 from e2e.server import SPEECH_CLIP, running_server, scratch_postgres_database
 
 EXCLUDED_CHECKS = "positive_data_acceptance"
@@ -31,50 +29,14 @@ SETTINGS = {
 }
 
 
-def call(base: str, method: str, path: str, body: Any = None, *, token: str | None = None) -> Any:
-    request = urllib.request.Request(base + path, method=method)
-    data = None
-    if body is not None:
-        data = json.dumps(body).encode()
-        request.add_header("Content-Type", "application/json")
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    with urllib.request.urlopen(request, data, timeout=60) as response:
-        return json.loads(response.read() or b"null")
-
-
-def upload(base: str, path: str, clip: Path, *, token: str) -> Any:
-    boundary = "parley-fuzz-boundary"
-    body = (
-        (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="audio"; filename="{clip.name}"\r\n'
-            "Content-Type: audio/wav\r\n\r\n"
-        ).encode()
-        + clip.read_bytes()
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
-    request = urllib.request.Request(base + path, data=body, method="POST")
-    request.add_header("Content-Type", f"multipart/form-data; boundary={boundary}")
-    request.add_header("Authorization", f"Bearer {token}")
-    with urllib.request.urlopen(request, timeout=60) as response:
-        return json.loads(response.read())
-
-
 def seed(base: str) -> tuple[str, dict[str, str]]:
     """An API key, and ids of real resources for the path parameters no fuzzed request can create."""
     api = base + "/api/v1"
-    account = {"email": "fuzz@example.com", "password": "a long fuzzing password"}
-    token = call(api, "POST", "/auth/register", account)["access_token"]
+    token = sign_up(api, "fuzz@example.com")
     key = call(api, "POST", "/api-keys", {"name": "schemathesis"}, token=token)["secret"]
-    agent = call(api, "POST", "/agents", {"name": "Fuzz", "prompt": "Answer briefly."}, token=key)
-    session = call(api, "POST", f"/agents/{agent['id']}/sessions", token=key)
-    turn = upload(api, f"/sessions/{session['id']}/voice", SPEECH_CLIP, token=key)
-    deadline = time.monotonic() + 120
-    while turn["status"] not in ("done", "failed"):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the seed voice turn did not finish: {turn}")
-        time.sleep(0.5)
-        turn = call(api, "GET", f"/voice-turns/{turn['id']}", token=key)
+    session = new_session(api, key)
+    _, body = upload(api, f"/sessions/{session}/voice", SPEECH_CLIP, token=key)
+    turn = finished_turn(api, json.loads(body)["id"], token=key)
     if turn["status"] != "done":
         raise RuntimeError(f"the seed voice turn failed: {turn}")
     return key, {"turn_id": turn["id"], "message_id": turn["assistant_message_id"]}
