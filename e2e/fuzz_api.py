@@ -78,6 +78,10 @@ def main(argv: list[str]) -> int:
             "--exclude-checks",
             EXCLUDED_CHECKS,
             "--no-color",
+            # One worker: hypothesis describes lambdas by parsing source with `ast`, which CPython 3.11 does not do
+            # safely from several threads at once (python/cpython#106905: "AST constructor recursion depth mismatch").
+            "--workers",
+            "1",
             *st_options,
         ]
         status = subprocess.call(command, cwd=root)
