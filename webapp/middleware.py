@@ -22,12 +22,18 @@ class HeadAsGet:
             await self.app(scope, receive, send)
             return
 
+        answered = False
+
         async def headers_only(message: Message) -> None:
-            if message["type"] == "http.response.body":
-                if message.get("more_body", False):
-                    return
-                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            # The status and headers go out, then at once the end of an empty body: a client asking for the head of
+            # an event stream is not kept waiting for the stream to end. Whatever the app sends later is dropped.
+            nonlocal answered
+            if answered:
+                return
             await send(message)
+            if message["type"] == "http.response.start":
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                answered = True
 
         await self.app({**scope, "method": "GET"}, receive, headers_only)
 
