@@ -196,7 +196,20 @@ async def test_openai_chat_failure_stores_both_messages_and_fails_the_turn(
     assert failed["status"] == "failed" and failed["error"]["code"] == "upstream_rate_limited"
     assert failed["user_message_id"] == messages[0]["id"] and failed["assistant_message_id"] == messages[1]["id"]
     assert [m["status"] for m in messages] == ["complete", "failed"]
+    assert failed["error"] == {"code": "upstream_rate_limited", "detail": failed["error"]["detail"]}
     assert messages[0]["audio_url"] is not None
+
+
+async def test_waiting_for_a_rate_limited_turn_passes_the_providers_retry_after(
+    openai_app_settings: Settings, upstream: FakeOpenAI
+) -> None:
+    upstream.push(CHAT, *[Scripted(status=429, body=error_body("slow"), headers={"retry-after": "9"})] * 3)
+    async with serve(openai_app_settings) as client:
+        agent = await create_agent(client)
+        session = await create_session(client, agent["id"])
+        response = await upload(client, session["id"], spoken("wav"), params={"wait": "true"})
+    assert response.status_code == 503 and response.json()["code"] == "upstream_rate_limited"
+    assert response.headers["retry-after"] == "9"
 
 
 async def test_openai_speech_failure_keeps_both_messages_without_reply_audio(

@@ -35,8 +35,12 @@ class AppError(Exception):
         }
 
     def as_error_field(self) -> dict[str, str]:
-        """The `{"code", "detail"}` object stored on failed messages and voice turns."""
-        return {"code": self.code, "detail": self.detail}
+        """The `{"code", "detail"}` object stored on failed messages and voice turns (with the `Retry-After` to give,
+        if any, which the API does not show but `error_from_field` restores)."""
+        field = {"code": self.code, "detail": self.detail}
+        if "Retry-After" in self.headers:
+            field["retry_after"] = self.headers["Retry-After"]
+        return field
 
 
 # --- not found -------------------------------------------------------------------------------------------------------
@@ -243,4 +247,7 @@ def _codes(cls: type[AppError]) -> dict[str, type[AppError]]:
 
 def error_from_field(error: Mapping[str, str]) -> AppError:
     """Rebuild the exception recorded as a `{"code", "detail"}` field (to answer for a failed stored turn)."""
-    return _codes(AppError).get(error["code"], AppError)(error.get("detail"))
+    kind = _codes(AppError).get(error["code"], AppError)
+    if issubclass(kind, UpstreamRateLimited) and "retry_after" in error:
+        return kind(error.get("detail"), retry_after=error["retry_after"])
+    return kind(error.get("detail"))

@@ -202,6 +202,11 @@ class MessageCreate(Input):
 class ErrorInfo(BaseModel):
     code: str
     detail: str
+    retry_after: str | None = Field(None, exclude=True)  # kept to answer a later wait with it; never shown
+
+    def as_field(self) -> dict[str, str]:
+        """The stored form: `{"code", "detail"}`, plus `retry_after` when there is one (`errors.error_from_field`)."""
+        return self.model_dump() | ({"retry_after": self.retry_after} if self.retry_after else {})
 
 
 class Usage(BaseModel):

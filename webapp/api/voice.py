@@ -91,7 +91,7 @@ async def create_voice_turn(
         )
     finished = await voice.wait_for(runtime, owner_id=principal.user_id, turn_id=turn.id)
     if finished.error is not None:
-        raise error_from_field(finished.error.model_dump())
+        raise error_from_field(finished.error.as_field())
     path, media_type = await voice.reply_audio(runtime, turn=finished)
     headers = {
         "X-Voice-Turn-Id": finished.id,
