@@ -1,7 +1,8 @@
 """Serving a stored file over HTTP: validators (`ETag`, `Last-Modified`), conditional requests and byte ranges.
 
 Starlette's `FileResponse` serves ranges and sets the validators; this adds what it leaves out: `304 Not Modified`,
-`Cache-Control`, and problem documents instead of plain-text errors for ranges it cannot serve.
+`Cache-Control`, Range requests ignored as RFC 9110 says (an unknown unit, a stale `If-Range`), and problem documents
+instead of plain-text errors for ranges it cannot serve.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 from starlette.responses import FileResponse, MalformedRangeHeader, RangeNotSatisfiable, Response
+from starlette.types import Receive, Scope, Send
 
 from webapp.errors import InvalidRange, UnsatisfiableRange
 
@@ -28,17 +30,29 @@ def file_response(
     if_modified_since: str | None = None,
 ) -> Response:
     """The file, all of it or a range, or `304` when the client's copy is current (RFC 9110 §13)."""
-    response = FileResponse(
-        path, media_type=media_type, stat_result=path.stat(), headers={"Cache-Control": CACHE_CONTROL}
-    )
+    stat = path.stat()
+    response = FileResponse(path, media_type=media_type, stat_result=stat, headers={"Cache-Control": CACHE_CONTROL})
     etag, last_modified = response.headers["etag"], response.headers["last-modified"]
     if _not_modified(etag, last_modified, if_none_match, if_modified_since):
         return Response(
             status_code=304, headers={"ETag": etag, "Last-Modified": last_modified, "Cache-Control": CACHE_CONTROL}
         )
-    if byte_range is not None and (if_range is None or if_range.strip() in (etag, last_modified)):
-        _check_range(byte_range, size=int(response.headers["content-length"]))
-    return response  # with a stale If-Range, FileResponse ignores the Range and sends everything, as it should
+    if byte_range is None:
+        return response
+    unit = byte_range.split("=", 1)[0].strip().lower() if "=" in byte_range else None
+    stale = if_range is not None and if_range.strip() not in (etag, last_modified)
+    if unit not in (None, "bytes") or stale:  # an unknown unit or another version: the Range is ignored (§14.2)
+        return WholeFile(path, media_type=media_type, stat_result=stat, headers={"Cache-Control": CACHE_CONTROL})
+    _check_range(byte_range, size=stat.st_size)
+    return response
+
+
+class WholeFile(FileResponse):
+    """The whole file, whatever `Range` the request carried."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(name, value) for name, value in scope["headers"] if name != b"range"]
+        await super().__call__({**scope, "headers": headers}, receive, send)
 
 
 def _not_modified(etag: str, last_modified: str, if_none_match: str | None, if_modified_since: str | None) -> bool:
