@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
+from fastapi import FastAPI
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
 
 from tests.helpers import create_agent, create_session
+from webapp import problems
 from webapp.config import Settings
 
 
@@ -183,3 +189,18 @@ async def test_head_is_answered_like_get_without_a_body(client: httpx.AsyncClien
     assert (await anon.head("http://test/api/v1/agents")).status_code == 401  # still signed in or not
     assert (await client.post("http://test/healthz")).headers["allow"] == "GET, HEAD"
     assert (await client.post("http://test/static/app.css")).headers["allow"] == "GET, HEAD"
+
+
+async def test_any_other_http_error_keeps_its_status_as_a_problem(app: FastAPI) -> None:
+    # A fallback no known request reaches: called directly, as Starlette would for an HTTPException of another status.
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "query_string": b"", "app": app}
+    response = await problems._http_error(Request(scope), HTTPException(418, "I'm a teapot"))
+    assert response.status_code == 418 and response.media_type == "application/problem+json"
+    body = json.loads(bytes(response.body))
+    assert body == {
+        "type": "urn:parley:problem:http_error",
+        "title": "HTTP error",
+        "status": 418,
+        "detail": "I'm a teapot",
+        "code": "http_error",
+    }

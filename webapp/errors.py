@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 class AppError(Exception):
     """Base class: an HTTP status, a stable code, a short title and a human-readable detail."""
 
-    status: ClassVar[int] = 500
+    status: int = 500  # a class's own; only `HttpError` sets it per instance
     code: ClassVar[str] = "internal_error"
     title: ClassVar[str] = "Internal error"
 
@@ -78,6 +78,17 @@ class AudioNotFound(NotFound):
 
 class RouteNotFound(NotFound):
     code = "not_found"
+
+
+class HttpError(AppError):
+    """Any other refusal from the HTTP framework, keeping its status: a fallback that no known request reaches."""
+
+    code = "http_error"
+    title = "HTTP error"
+
+    def __init__(self, status: int, detail: str | None = None, *, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(detail, headers=headers)
+        self.status = status
 
 
 class MethodNotAllowed(AppError):

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Mount
 
-from webapp.errors import AppError, MethodNotAllowed, RouteNotFound, ValidationFailed
+from webapp.errors import AppError, HttpError, MethodNotAllowed, RouteNotFound, ValidationFailed
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +53,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         case 405:
             error = MethodNotAllowed(str(exc.detail), headers={"Allow": ", ".join(_allowed_methods(request))})
         case _:
-            error = AppError(str(exc.detail), headers=exc.headers)
-            body = {**error.problem(), "status": exc.status_code, "code": "http_error", "title": "HTTP error"}
-            body["type"] = "urn:parley:problem:http_error"
-            return JSONResponse(body, status_code=exc.status_code, headers=exc.headers, media_type=PROBLEM_JSON)
+            error = HttpError(exc.status_code, str(exc.detail), headers=exc.headers)
     return await _app_error(request, error)
 
 
