@@ -154,7 +154,8 @@ class OpenAIProvider:
 
     async def transcribe(self, clip: AudioClip) -> str:
         # Every format we accept is one OpenAI accepts, so the recording is sent as uploaded, never transcoded.
-        upload = (f"speech{extension_for(clip.format)}", clip.path.read_bytes(), clip.content_type)
+        # A path, not bytes: the SDK reads it in a worker thread (up to MAX_AUDIO_BYTES, kept off the event loop).
+        upload = (f"speech{extension_for(clip.format)}", clip.path, clip.content_type)
         async with _sdk_errors():
             result = await self._client.audio.transcriptions.create(model=self._settings.stt_model, file=upload)
         return _plain(result.text).strip()

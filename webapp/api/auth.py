@@ -30,10 +30,14 @@ router = APIRouter(tags=["accounts"], dependencies=AUTHENTICATED)
     summary="Create an account",
     responses=problems(SignupDisabled, EmailTaken),
 )
-async def register(data: RegisterRequest, db: DbDep, runtime: RuntimeDep) -> RegisterRead:
+async def register(data: RegisterRequest, runtime: RuntimeDep) -> RegisterRead:
     """Create an account (the first one always; later ones while `ALLOW_SIGNUP` is true) and sign in."""
     user = await accounts.register(
-        db=db, settings=runtime.settings, email=data.email, password=data.password, display_name=data.display_name
+        database=runtime.db,
+        settings=runtime.settings,
+        email=data.email,
+        password=data.password,
+        display_name=data.display_name,
     )
     token, expires_at = accounts.issue_token(
         secret=runtime.secret_key, user_id=user.id, hours=runtime.settings.access_token_hours
@@ -42,16 +46,15 @@ async def register(data: RegisterRequest, db: DbDep, runtime: RuntimeDep) -> Reg
 
 
 @public.post("/auth/login", summary="Sign in", responses=problems(InvalidCredentials, RateLimited))
-async def login(data: LoginRequest, request: Request, db: DbDep, runtime: RuntimeDep) -> TokenRead:
+async def login(data: LoginRequest, request: Request, runtime: RuntimeDep) -> TokenRead:
     """Exchange email and password for a bearer access token."""
-    account, address = accounts.email_key(data.email), request.client.host if request.client else "unknown"
-    runtime.sign_in_throttle.before_attempt(account=account, address=address)
-    try:
-        user = await accounts.authenticate(db=db, email=data.email, password=data.password)
-    except InvalidCredentials:
-        runtime.sign_in_throttle.failed(account=account, address=address)
-        raise
-    runtime.sign_in_throttle.succeeded(account=account)
+    user = await accounts.sign_in(
+        database=runtime.db,
+        throttle=runtime.sign_in_throttle,
+        email=data.email,
+        password=data.password,
+        address=request.client.host if request.client else "unknown",
+    )
     token, expires_at = accounts.issue_token(
         secret=runtime.secret_key, user_id=user.id, hours=runtime.settings.access_token_hours
     )

@@ -7,7 +7,7 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
 from webapp.deps import SESSION_COOKIE, RuntimeDep, check_csrf
-from webapp.errors import AppError, InvalidCredentials
+from webapp.errors import AppError
 from webapp.pages.rendering import render
 from webapp.schemas import RegisterRequest
 from webapp.services import accounts
@@ -47,22 +47,21 @@ async def signup_form(request: Request, runtime: RuntimeDep) -> Response:
 async def signin(request: Request, runtime: RuntimeDep) -> Response:
     form = await request.form()
     check_csrf(request, str(form.get("csrf_token", "")))
-    email, password = str(form.get("email", "")), str(form.get("password", ""))
-    account, address = accounts.email_key(email), request.client.host if request.client else "unknown"
+    email = str(form.get("email", ""))
     try:
-        runtime.sign_in_throttle.before_attempt(account=account, address=address)
-        async with runtime.db.read() as db:
-            user = await accounts.authenticate(db=db, email=email, password=password)
-    except InvalidCredentials as exc:
-        runtime.sign_in_throttle.failed(account=account, address=address)
-        return render(request, runtime, "auth.html", mode="signin", email=email, error=exc.detail, status_code=401)
-    except AppError as exc:  # throttled
+        user = await accounts.sign_in(
+            database=runtime.db,
+            throttle=runtime.sign_in_throttle,
+            email=email,
+            password=str(form.get("password", "")),
+            address=request.client.host if request.client else "unknown",
+        )
+    except AppError as exc:  # wrong credentials (401), or throttled (429, with Retry-After)
         response = render(
             request, runtime, "auth.html", mode="signin", email=email, error=exc.detail, status_code=exc.status
         )
         response.headers.update(exc.headers)
         return response
-    runtime.sign_in_throttle.succeeded(account=account)
     return _signed_in(runtime, user.id)
 
 
@@ -75,14 +74,13 @@ async def signup(request: Request, runtime: RuntimeDep) -> Response:
         data = RegisterRequest(
             email=fields["email"], password=fields["password"], display_name=fields["display_name"] or None
         )
-        async with runtime.db.write() as db:
-            user = await accounts.register(
-                db=db,
-                settings=runtime.settings,
-                email=data.email,
-                password=data.password,
-                display_name=data.display_name,
-            )
+        user = await accounts.register(
+            database=runtime.db,
+            settings=runtime.settings,
+            email=data.email,
+            password=data.password,
+            display_name=data.display_name,
+        )
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         return render(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -22,6 +23,7 @@ from webapp.config import Settings
 from webapp.db import Database, utcnow
 from webapp.errors import ApiKeyNotFound, EmailTaken, InvalidCredentials, SignupDisabled, Unauthorized
 from webapp.models import Agent, ApiKey, User
+from webapp.services.limits import SignInThrottle
 
 TOKEN_PREFIX = "pat_"
 """Access tokens (from sign-in) start with this; API keys with `API_KEY_PREFIX`."""
@@ -30,8 +32,13 @@ API_KEY_LAST_USED_RESOLUTION = timedelta(minutes=1)
 """`last_used_at` is written at most this often per key, so using a key costs no write on most requests."""
 
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
+
+
 # A real hash to verify against when the email is unknown, so a wrong email takes as long as a wrong password.
-_DUMMY_HASH = _hasher.hash("parley-timing-equaliser")
+@functools.cache
+def _dummy_hash() -> str:
+    """Checked against when the email is unknown, so a miss costs as long as a wrong password (made on first use)."""
+    return _hasher.hash("parley-timing-equaliser")
 
 
 @dataclass(frozen=True)
@@ -73,36 +80,51 @@ async def _password_matches(password_hash: str, password: str) -> bool:
 
 
 async def register(
-    *, db: AsyncSession, settings: Settings, email: str, password: str, display_name: str | None
+    *, database: Database, settings: Settings, email: str, password: str, display_name: str | None
 ) -> User:
-    """Create an account. The first account can always be made, and adopts agents made before accounts existed."""
-    if db.get_bind().dialect.name == "postgresql":
-        # Sign-ups one at a time, so "is this the first account?" and "is the email free?" stay true until commit.
-        # (SQLite writers are already serialised: `Database.write` begins IMMEDIATE.)
-        await db.execute(text("LOCK TABLE user_account IN SHARE ROW EXCLUSIVE MODE"))
-    first = not await db.scalar(select(exists().where(User.id.is_not(None))))
-    if not first and not settings.allow_signup:
-        raise SignupDisabled("This server does not accept new accounts; ask its owner for one.")
-    key = email_key(email)
-    if await db.scalar(select(exists().where(User.email_key == key))):
-        raise EmailTaken(f"An account with the email {email.strip()!r} already exists.")
-    user = User(
-        email=email.strip(),
-        email_key=key,
-        display_name=(display_name or "").strip() or key.split("@")[0],
-        password_hash=await hash_password(password),
-    )
-    db.add(user)
-    await db.flush()
-    if first:
-        await db.execute(update(Agent).where(Agent.owner_id.is_(None)).values(owner_id=user.id))
+    """Create an account. The first account can always be made, and adopts agents made before accounts existed.
+
+    The password is hashed (~50 ms) before the write transaction opens, so no other writer waits for it.
+    """
+    password_hash = await hash_password(password)
+    async with database.write() as db:
+        if db.get_bind().dialect.name == "postgresql":
+            # Sign-ups one at a time, so "is this the first account?" and "is the email free?" stay true until
+            # commit. (SQLite writers are already serialised: `Database.write` begins IMMEDIATE.)
+            await db.execute(text("LOCK TABLE user_account IN SHARE ROW EXCLUSIVE MODE"))
+        first = not await db.scalar(select(exists().where(User.id.is_not(None))))
+        if not first and not settings.allow_signup:
+            raise SignupDisabled("This server does not accept new accounts; ask its owner for one.")
+        key = email_key(email)
+        if await db.scalar(select(exists().where(User.email_key == key))):
+            raise EmailTaken(f"An account with the email {email.strip()!r} already exists.")
+        user = User(
+            email=email.strip(),
+            email_key=key,
+            display_name=(display_name or "").strip() or key.split("@")[0],
+            password_hash=password_hash,
+        )
+        db.add(user)
+        await db.flush()
+        if first:
+            await db.execute(update(Agent).where(Agent.owner_id.is_(None)).values(owner_id=user.id))
     return user
 
 
-async def authenticate(*, db: AsyncSession, email: str, password: str) -> User:
-    user = await db.scalar(select(User).where(User.email_key == email_key(email)))
-    if not await _password_matches(user.password_hash if user else _DUMMY_HASH, password) or user is None:
+async def sign_in(*, database: Database, throttle: SignInThrottle, email: str, password: str, address: str) -> User:
+    """The account these credentials open; `InvalidCredentials`, or `RateLimited` after too many failures.
+
+    The password is checked (~50 ms) after the read transaction has closed.
+    """
+    account = email_key(email)
+    throttle.before_attempt(account=account, address=address)
+    async with database.read() as db:
+        user = await db.scalar(select(User).where(User.email_key == account))
+    stored = user.password_hash if user else await asyncio.to_thread(_dummy_hash)
+    if not await _password_matches(stored, password) or user is None:
+        throttle.failed(account=account, address=address)
         raise InvalidCredentials("Wrong email or password.")
+    throttle.succeeded(account=account)
     return user
 
 

@@ -61,7 +61,6 @@ async def update_agent(*, db: AsyncSession, settings: Settings, agent: Agent, da
     for field, value in data.model_dump(exclude_unset=True).items():
         setattr(agent, field, defaults.get(field) if value is None else value)
     await db.flush()
-    await db.refresh(agent)
     return agent
 
 

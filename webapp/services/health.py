@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from functools import lru_cache
 from pathlib import Path
 
@@ -31,7 +32,7 @@ async def check(runtime: Runtime) -> str | None:
                 current = None
     except (SQLAlchemyError, OSError) as exc:
         return f"The database is unreachable: {type(exc).__name__}."
-    head = expected_revision()
+    head = await asyncio.to_thread(expected_revision)  # parses the migration scripts on the first call
     if current is None:
         return "The database schema is missing: run `alembic upgrade head`."
     if current != head:

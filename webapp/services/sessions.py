@@ -53,7 +53,6 @@ async def list_sessions(
 async def rename_session(*, db: AsyncSession, chat: ChatSession, agent: Agent, title: str) -> SessionRead:
     chat.title = title
     await db.flush()
-    await db.refresh(chat)
     return SessionRead.of(chat, agent_name=agent.name)
 
 

@@ -32,6 +32,8 @@ from webapp.services.sessions import get_session
 from webapp.services.voice_events import STAGE_ORDER, TERMINAL, follow
 
 log = logging.getLogger(__name__)
+UNFINISHED = ("queued", "transcribing", "thinking", "speaking")
+"""The statuses of a turn still under way: listed, not negated, so the (status, heartbeat_at) index serves recovery."""
 
 
 # --- accepting a recording -------------------------------------------------------------------------------------------
@@ -235,7 +237,7 @@ async def recover(runtime: Runtime) -> int:
         orphans = (
             await db.execute(
                 select(VoiceTurn.id, VoiceTurn.status).where(
-                    VoiceTurn.status.not_in(("done", "failed")), VoiceTurn.heartbeat_at < stale_before
+                    VoiceTurn.status.in_(UNFINISHED), VoiceTurn.heartbeat_at < stale_before
                 )
             )
         ).all()
