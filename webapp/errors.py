@@ -6,7 +6,7 @@ Every failure a client can cause or observe is an `AppError` subclass with a sta
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 
@@ -153,6 +153,16 @@ class ValidationFailed(AppError):
     status = 422
     code = "validation_failed"
     title = "Validation failed"
+
+    @classmethod
+    def from_errors(cls, errors: Iterable[Mapping[str, Any]]) -> ValidationFailed:
+        """From pydantic's (or FastAPI's) error list: a one-line summary, and the `errors` list for clients."""
+        listed = [
+            {"loc": list(error.get("loc", ())), "msg": str(error.get("msg", "")), "type": str(error.get("type", ""))}
+            for error in errors
+        ]
+        summary = "; ".join(f"{'.'.join(map(str, error['loc']))}: {error['msg']}" for error in listed[:5])
+        return cls(summary or "The request is not valid.", errors=listed)
 
 
 class InvalidRange(AppError):

@@ -32,12 +32,7 @@ async def _app_error(request: Request, exc: Exception) -> Response:
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = [
-        {"loc": list(err.get("loc", ())), "msg": str(err.get("msg", "")), "type": str(err.get("type", ""))}
-        for err in exc.errors()
-    ]
-    summary = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors[:5])
-    return problem_response(ValidationFailed(summary or "The request is not valid.", errors=errors))
+    return problem_response(ValidationFailed.from_errors(exc.errors()))
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, status
 from fastapi.responses import JSONResponse
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import EventSourceResponse
 
 from webapp.deps import AUTHENTICATED, ChatDep, DbDep, PageDep, PrincipalDep, RuntimeDep
 from webapp.errors import (
@@ -25,7 +23,7 @@ from webapp.media import remove_session_media
 from webapp.openapi import problems, schema_ref, sse_response
 from webapp.schemas import MessageCreate, MessageRead, Page, SessionRead, SessionUpdate, TurnRead
 from webapp.services import chats, sessions
-from webapp.services.chats import DoneEvent, ErrorEvent, TokenEvent, TurnEvent
+from webapp.sse import turn_events
 
 router = APIRouter(tags=["sessions"], dependencies=AUTHENTICATED)
 NOT_FOUND = problems(SessionNotFound)
@@ -61,24 +59,6 @@ async def list_messages(chat: ChatDep, db: DbDep, page: PageDep) -> Page[Message
     """The session's history, oldest first."""
     items, next_cursor = await chats.list_messages(db=db, chat=chat[0], limit=page.limit, cursor=page.cursor)
     return Page[MessageRead](items=items, next_cursor=next_cursor)
-
-
-def sse_event(event: TurnEvent) -> ServerSentEvent:
-    """A turn event as SSE: `token`, then `done` with the turn or `error` with a problem document."""
-    data: Any
-    match event:
-        case TokenEvent(delta=delta):
-            name, data = "token", {"delta": delta}
-        case DoneEvent(turn=turn):
-            name, data = "done", turn.model_dump(mode="json")
-        case ErrorEvent(error=error):
-            name, data = "error", error.problem()
-    return ServerSentEvent(json.dumps(data, ensure_ascii=False), event=name)
-
-
-async def _render(events: AsyncIterator[TurnEvent]) -> AsyncIterator[ServerSentEvent]:
-    async for event in events:
-        yield sse_event(event)
 
 
 @router.post(
@@ -123,6 +103,7 @@ async def send_message(
     )
     if stream:
         await turn.user_message()  # errors before anything is stored keep their own status (404, 409)
-        return EventSourceResponse(_render(turn.events()), status_code=status.HTTP_201_CREATED, ping=15)
+        events = turn_events(turn.events(), done=lambda done: done.model_dump(mode="json"))
+        return EventSourceResponse(events, status_code=status.HTTP_201_CREATED, ping=15)
     result: TurnRead = await turn.result()
     return JSONResponse(result.model_dump(mode="json"), status_code=status.HTTP_201_CREATED)

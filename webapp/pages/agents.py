@@ -25,10 +25,6 @@ def _form_fields(form: Any) -> dict[str, str | None]:
     return fields
 
 
-def _invalid(exc: ValidationError) -> ValidationFailed:
-    return ValidationFailed("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
-
-
 @router.get("/")
 async def agents_page(request: Request, runtime: RuntimeDep, principal: BrowserDep, db: DbDep) -> Response:
     user = await accounts.get_user(db=db, user_id=principal.user_id)
@@ -50,7 +46,7 @@ async def create_agent(request: Request, runtime: RuntimeDep, principal: Browser
     try:
         data = AgentCreate.model_validate(_form_fields(await request.form()))
     except ValidationError as exc:
-        raise _invalid(exc) from None
+        raise ValidationFailed.from_errors(exc.errors()) from None
     agent = await agents.create_agent(db=db, settings=runtime.settings, owner_id=principal.user_id, data=data)
     return render(request, runtime, "_agent.html", agent=agent)
 
@@ -77,7 +73,7 @@ async def update_agent(
     try:
         data = AgentUpdate.model_validate(_form_fields(await request.form()))
     except ValidationError as exc:
-        raise _invalid(exc) from None
+        raise ValidationFailed.from_errors(exc.errors()) from None
     agent = await agents.update_agent(db=db, settings=runtime.settings, agent=agent, data=data)
     return render(request, runtime, "_agent.html", agent=agent)
 

@@ -7,7 +7,7 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
 from webapp.deps import SESSION_COOKIE, RuntimeDep, check_csrf
-from webapp.errors import AppError
+from webapp.errors import AppError, ValidationFailed
 from webapp.pages.rendering import render
 from webapp.schemas import RegisterRequest
 from webapp.services import accounts
@@ -82,13 +82,12 @@ async def signup(request: Request, runtime: RuntimeDep) -> Response:
             display_name=data.display_name,
         )
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         return render(
             request,
             runtime,
             "auth.html",
             mode="signup",
-            error=problems,
+            error=ValidationFailed.from_errors(exc.errors()).detail,
             status_code=422,
             email=fields["email"],
             display_name=fields["display_name"],

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from pydantic import ValidationError
+from sse_starlette import EventSourceResponse
 
 from webapp.deps import DbDep, RuntimeDep
 from webapp.errors import ValidationFailed
 from webapp.models import ChatSession
 from webapp.pages.rendering import BrowserDep, render, templates
-from webapp.schemas import MessageCreate, MessageRead, SessionRead
+from webapp.schemas import MessageCreate, MessageRead, SessionRead, TurnRead
 from webapp.services import accounts, chats, sessions
-from webapp.services.chats import DoneEvent, ErrorEvent, TokenEvent
+from webapp.sse import turn_events
 
 router = APIRouter(include_in_schema=False)
 HISTORY_LIMIT = 100
@@ -69,27 +68,17 @@ async def send_message(session_id: str, request: Request, runtime: RuntimeDep, p
     form = await request.form()
     try:
         data = MessageCreate(content=str(form.get("content", "")))
-    except ValueError:
-        raise ValidationFailed("A message needs 1 to 32,000 characters.") from None
+    except ValidationError as exc:
+        raise ValidationFailed.from_errors(exc.errors()) from None
     runtime.message_limiter.check(principal.user_id)
     async with runtime.db.read() as db:
         _, agent = await sessions.get_session(db=db, owner_id=principal.user_id, session_id=session_id)
     turn = chats.start_turn(
         runtime, owner_id=principal.user_id, session_id=session_id, content=data.content, stream=True
     )
-    user_message = await turn.user_message()
+    await turn.user_message()  # errors before anything is stored keep their own status (404, 409)
 
-    async def events() -> AsyncIterator[ServerSentEvent]:
-        async for event in turn.events():
-            match event:
-                case TokenEvent(delta=delta):
-                    yield ServerSentEvent(json.dumps({"delta": delta}), event="token")
-                case DoneEvent(turn=done):
-                    html = _messages_html(request, agent.name, done.user_message, done.assistant_message)
-                    yield ServerSentEvent(json.dumps({"html": html}), event="done")
-                case ErrorEvent(error=error):
-                    yield ServerSentEvent(
-                        json.dumps({**error.problem(), "user_message_id": user_message.id}), event="error"
-                    )
+    def as_html(done: TurnRead) -> dict[str, str]:
+        return {"html": _messages_html(request, agent.name, done.user_message, done.assistant_message)}
 
-    return EventSourceResponse(events(), ping=15)
+    return EventSourceResponse(turn_events(turn.events(), done=as_html), ping=15)

@@ -47,8 +47,8 @@ async def rename_session(
     chat, agent = await sessions.get_session(db=db, owner_id=principal.user_id, session_id=session_id)
     try:
         title = SessionUpdate(title=hx_prompt).title
-    except ValidationError:
-        raise ValidationFailed("A title needs 1 to 200 characters.") from None
+    except ValidationError as exc:
+        raise ValidationFailed.from_errors(exc.errors()) from None
     session = await sessions.rename_session(db=db, chat=chat, agent=agent, title=title)
     return render(request, runtime, "_session.html", session=session)
 
