@@ -17,9 +17,18 @@ class AppError(Exception):
     code: ClassVar[str] = "internal_error"
     title: ClassVar[str] = "Internal error"
 
-    def __init__(self, detail: str | None = None, *, headers: Mapping[str, str] | None = None, **extra: Any) -> None:
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        retry_after: int | str | None = None,
+        **extra: Any,
+    ) -> None:
         self.detail = detail or self.title
         self.headers = dict(headers or {})
+        if retry_after is not None:  # seconds (or an HTTP date, as a provider may send)
+            self.headers["Retry-After"] = str(retry_after)
         self.extra = extra
         super().__init__(self.detail)
 
@@ -142,9 +151,6 @@ class RateLimited(AppError):
     code = "rate_limited"
     title = "Too many requests"
 
-    def __init__(self, detail: str | None = None, *, retry_after: int, **extra: Any) -> None:
-        super().__init__(detail, headers={"Retry-After": str(retry_after)}, **extra)
-
 
 # --- client input ----------------------------------------------------------------------------------------------------
 
@@ -249,9 +255,6 @@ class UpstreamRateLimited(UpstreamError):
     code = "upstream_rate_limited"
     title = "AI provider rate limit reached"
 
-    def __init__(self, detail: str | None = None, *, retry_after: str = "30", **extra: Any) -> None:
-        super().__init__(detail, headers={"Retry-After": retry_after}, **extra)
-
 
 class UpstreamTimeout(UpstreamError):
     status = 504
@@ -268,7 +271,4 @@ def _codes(cls: type[AppError]) -> dict[str, type[AppError]]:
 
 def error_from_field(error: Mapping[str, str]) -> AppError:
     """Rebuild the exception recorded as a `{"code", "detail"}` field (to answer for a failed stored turn)."""
-    kind = _codes(AppError).get(error["code"], AppError)
-    if issubclass(kind, UpstreamRateLimited) and "retry_after" in error:
-        return kind(error.get("detail"), retry_after=error["retry_after"])
-    return kind(error.get("detail"))
+    return _codes(AppError).get(error["code"], AppError)(error.get("detail"), retry_after=error.get("retry_after"))
