@@ -154,11 +154,11 @@ def test_general_model_loads_on_first_use_and_transcribes(tmp_path: Path) -> Non
     recognizer = OfflineRecognizer()
     assert recognizer._decoder is None  # nothing loaded at construction (app start-up)
 
-    text = recognizer.transcribe(_pcm16k(tmp_path, "hello world", "webm"))
+    text = recognizer.transcribe(load_clip(QUESTION_WAV, max_seconds=30).pcm16k)  # "one two three four five"
 
-    # General dictation mishears espeak's voice ("oh where"), but it hears *something*, in lowercase.
+    # General dictation is modest ("one" comes out as "well"), but the rest is heard, in lowercase.
     assert recognizer._decoder is not None
-    assert text
+    assert "two three four five" in text
     assert text == text.lower().strip()
 
 

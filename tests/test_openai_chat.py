@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import httpx
 import pytest
+from asgi_lifespan import LifespanManager
 
-from tests.conftest import openai_settings, serve
+from tests.conftest import api_client, openai_settings, serve
 from tests.fake_openai import CHAT, FakeOpenAI, Scripted, error_body
-from tests.helpers import create_agent, create_session, history
+from tests.helpers import create_agent, create_session, history, parse_sse
 from webapp.config import Settings
+from webapp.main import create_app
 
 
 @pytest.fixture
@@ -146,6 +149,30 @@ async def test_provider_failure_is_mapped_and_recorded(
     assert failed["error"]["code"] == code and failed["error"]["detail"]
 
 
+STREAM_ERROR_CASES = [case for case in ERROR_CASES if case[0][0].status != 200 or case[0][0].drop_connection]
+"""The failures that happen before a stream starts: the same mapping must reach a streamed turn's `error` event."""
+
+
+@pytest.mark.parametrize(("answers", "status", "code", "attempts"), STREAM_ERROR_CASES)
+async def test_streamed_provider_failure_ends_with_an_error_event_and_is_recorded(
+    client: httpx.AsyncClient, upstream: FakeOpenAI, answers: list[Scripted], status: int, code: str, attempts: int
+) -> None:
+    agent = await create_agent(client)
+    session = await create_session(client, agent["id"])
+    upstream.push(CHAT, *answers)
+    response = await client.post(
+        f"/sessions/{session['id']}/messages", json={"content": "hi"}, headers={"Accept": "text/event-stream"}
+    )
+    assert response.status_code == 201 and response.headers["content-type"].startswith("text/event-stream")
+    events = parse_sse(response.text)
+    assert [name for name, _ in events] == ["error"]
+    problem = events[0][1]
+    assert problem["code"] == code and problem["status"] == status
+    assert len(upstream.received(CHAT)) == attempts
+    user, failed = await history(client, session["id"])
+    assert user["status"] == "complete" and failed["status"] == "failed" and failed["error"]["code"] == code
+
+
 async def test_rate_limit_passes_the_providers_retry_after(client: httpx.AsyncClient, upstream: FakeOpenAI) -> None:
     agent = await create_agent(client)
     session = await create_session(client, agent["id"])
@@ -204,3 +231,37 @@ async def test_unreachable_provider_is_502(database_url: str, tmp_path: Path, up
         response = await send(client, session["id"], "anyone?")
         assert response.status_code == 502 and response.json()["code"] == "upstream_unavailable"
         assert [m["status"] for m in await history(client, session["id"])] == ["complete", "failed"]
+
+
+async def test_user_message_is_stored_first_and_no_transaction_waits_on_the_model(
+    client: httpx.AsyncClient, upstream: FakeOpenAI
+) -> None:
+    agent = await create_agent(client)
+    session = await create_session(client, agent["id"])
+    upstream.push(CHAT, Scripted(delay=1.0))
+    sending = asyncio.create_task(send(client, session["id"], "slow one"))
+    while not (stored := await history(client, session["id"])):
+        assert not sending.done(), sending
+        await asyncio.sleep(0.02)
+    # Stored and committed while the model is still thinking...
+    assert [(m["role"], m["content"], m["status"]) for m in stored] == [("user", "slow one", "complete")]
+    # ...and no transaction is held meanwhile: another write goes through before the reply comes back.
+    renamed = await client.patch(f"/agents/{agent['id']}", json={"name": "Renamed"})
+    assert renamed.status_code == 200 and not sending.done()
+    reply = (await sending).json()["assistant_message"]
+    assert reply["status"] == "complete" and reply["latency_ms"] >= 1000  # the model's time, measured
+
+
+async def test_one_sdk_client_per_app_closed_on_shutdown(settings: Settings) -> None:
+    application = create_app(settings)
+    async with LifespanManager(application), api_client(application) as http:
+        ready = await http.get("http://test/readyz")
+        assert ready.status_code == 200 and ready.json()["provider"] == "openai"
+        provider = application.state.runtime.provider
+        sdk_client = provider._client
+        agent = await create_agent(http)
+        session = await create_session(http, agent["id"])
+        for text in ("one", "two"):
+            assert (await send(http, session["id"], text)).status_code == 201
+        assert application.state.runtime.provider._client is sdk_client and not sdk_client.is_closed()
+    assert sdk_client.is_closed()

@@ -76,12 +76,18 @@ async def test_too_large_is_413_while_streaming(database_url: str, tmp_path: Pat
         response = await upload(client, session["id"], big)
         assert response.status_code == 413 and response.json()["code"] == "audio_too_large"
 
-        # Without a Content-Length the cap still holds: the body is read chunk by chunk and abandoned.
+        # Without a Content-Length the cap still holds: the body is read chunk by chunk and abandoned, so of a
+        # 20 MB upload no more than the cap (plus a chunk or two in flight) is ever pulled from the client.
+        sent = 0
+
         async def chunks() -> Any:
+            nonlocal sent
             boundary = "xyz"
             yield f'--{boundary}\r\nContent-Disposition: form-data; name="audio"; filename="a.wav"\r\n\r\n'.encode()
-            for start in range(0, len(big), 8192):
-                yield big[start : start + 8192]
+            for start in range(0, 20_000_000, 8192):
+                piece = big[start : start + 8192] or bytes(8192)
+                sent += len(piece)
+                yield piece
             yield f"\r\n--{boundary}--\r\n".encode()
 
         streamed = await client.post(
@@ -90,6 +96,7 @@ async def test_too_large_is_413_while_streaming(database_url: str, tmp_path: Pat
             headers={"content-type": "multipart/form-data; boundary=xyz"},
         )
         assert streamed.status_code == 413 and streamed.json()["code"] == "audio_too_large"
+        assert sent < 50_000 + 5 * 8192, sent
         assert await history(client, session["id"]) == []
     assert leftovers(settings) == []
 
