@@ -290,3 +290,50 @@ def test_api_docs_work_offline_with_a_file_picker_for_uploads(page: Page, server
     expect(upload).to_contain_text("unsupported_audio")  # error responses list their codes
     outside = [url for url in requested if not url.startswith(server.base_url)]
     assert not outside, f"/docs loaded assets from elsewhere: {outside}"
+
+
+# Reports every Content-Security-Policy violation to the test (a binding survives navigations; the page's own
+# scripts could not report from an inline script anyway: the policy forbids them).
+REPORT_CSP = """document.addEventListener("securitypolicyviolation", (e) => {
+  window.__reportCsp(`${e.violatedDirective} blocked ${e.blockedURI || "inline"} at ${e.sourceFile}:${e.lineNumber}`);
+});"""
+
+
+def test_no_content_security_policy_violations(page: Page) -> None:
+    """Signing up, managing an agent, chatting by text and opening /docs all run under the CSP with nothing blocked."""
+    events: list[str] = []  # securitypolicyviolation events
+    console: list[str] = []  # Chromium's console errors about the policy
+    page.expose_function("__reportCsp", lambda text: events.append(text))
+    page.add_init_script(REPORT_CSP)
+    page.on("console", lambda message: console.append(message.text) if "Security Policy" in message.text else None)
+
+    # The watch works: a script added inline is blocked, and reported both ways.
+    page.goto("/signin")
+    page.evaluate('() => { const s = document.createElement("script"); s.textContent = "1"; document.body.append(s); }')
+    for _ in range(50):  # reports arrive asynchronously
+        if events and console:
+            break
+        page.wait_for_timeout(100)
+    assert events and console, f"an inline script was not reported as a CSP violation: {events}, {console}"
+    events.clear()
+    console.clear()
+
+    sign_up(page)
+    agent = create_agent(page, "Tutor")
+    expect(page.locator("#agent-name")).to_have_value("")  # the form reset (was an inline hx-on handler)
+    agent.locator("button.edit-agent").click()
+    page.locator("form.edit-agent-form").get_by_role("button", name="Cancel").click()
+    expect(page.locator("form.edit-agent-form")).to_have_count(0)
+    open_new_chat(page, "Tutor")
+    page.fill("#message-input", "What is a half of a half?")
+    page.get_by_role("button", name="Send").click()
+    expect(page.locator('#history .message[data-role="assistant"]')).to_have_count(1)
+    expect(page.locator("#history .streaming")).to_have_count(0)
+    expect(page.locator("#chat-error")).to_be_empty()
+
+    page.goto("/docs")
+    expect(page.get_by_role("button", name=re.compile("Authorize"))).to_be_visible()
+    page.locator("#operations-agents-list_agents .opblock-summary").click()
+    expect(page.locator("#operations-agents-list_agents")).to_contain_text("Responses")
+    page.wait_for_timeout(500)  # violation reports are delivered asynchronously
+    assert not events and not console, f"Content-Security-Policy violations: {events} {console}"

@@ -142,7 +142,9 @@ def browser_headers(runtime: Runtime, user_id: str, *, csrf: str | None = CSRF) 
     """What a signed-in browser sends: the session cookie and the CSRF cookie (and, from our scripts, the header)."""
     session, _ = accounts.issue_token(secret=runtime.secret_key, user_id=user_id, hours=1)
     headers = {"Cookie": f"parley_session={session}; parley_csrf={CSRF}"}
-    if csrf is not None:
+    if csrf == CSRF:  # the token the pages carry: bound to this session cookie
+        headers["X-CSRF-Token"] = accounts.csrf_token(secret=runtime.secret_key, session=session)
+    elif csrf is not None:
         headers["X-CSRF-Token"] = csrf
     return headers
 

@@ -11,7 +11,7 @@ import pytest
 from webapp import errors
 
 HTTP_METHODS = {"get", "put", "post", "patch", "delete"}
-ERROR_CLASSES = {cls.code: cls for cls in errors._codes(errors.AppError).values()}
+ERROR_CLASSES = errors.REGISTRY
 
 
 @pytest.fixture

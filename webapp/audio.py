@@ -94,17 +94,24 @@ def load_clip(path: Path, *, max_seconds: float) -> AudioClip:
     """Sniff, decode and validate an uploaded recording.
 
     Raises `NoSpeechDetected` for an empty, sample-less or silent file, `UnsupportedAudio` for anything that is not
-    audio in an accepted container, and `AudioTooLong` (without decoding the rest) once `max_seconds` is passed.
+    audio in an accepted container or whose header or frames declare impossible parameters (see `_Budget`), and
+    `AudioTooLong` (without decoding the rest) once `max_seconds` is passed, by the header's word or by decoded samples.
     """
     import av  # imported on first use: start-up and idle memory need neither it nor numpy
     import numpy as np
 
-    if path.stat().st_size == 0:
+    size = path.stat().st_size
+    if size == 0:
         raise NoSpeechDetected("The upload is empty")
     # A file object, not the path: FFmpeg would otherwise let the file name sway its guess of the container.
     with path.open("rb") as file:
         try:
-            container = av.open(file, "r")
+            # Stream probing reads and buffers packets, decoding some, up to `probesize` bytes (FFmpeg's default is
+            # 5 MB); audio headers need far less. Tags are never read, but PyAV decodes them on opening: a tag that is
+            # not UTF-8 must not fail the upload (strict decoding raised UnicodeDecodeError, a 500).
+            container = av.open(
+                file, "r", container_options={"probesize": str(_PROBE_BYTES)}, metadata_errors="replace"
+            )
         except av.FFmpegError as exc:
             raise UnsupportedAudio("The upload is not a recognised audio file") from exc
         with container:
@@ -118,7 +125,7 @@ def load_clip(path: Path, *, max_seconds: float) -> AudioClip:
     samples = np.frombuffer(pcm, dtype="<i2")
     if samples.size == 0:
         raise NoSpeechDetected("The recording contains no audio samples")
-    peak = int(np.abs(samples.astype(np.int32)).max())
+    peak = max(int(samples.max()), -int(samples.min()))  # no int32 copy: 4 bytes a sample of a 300 s clip is 19 MB
     peak_dbfs = 20 * math.log10(peak / 32768) if peak else -math.inf
     if peak_dbfs <= SILENCE_DBFS:
         raise NoSpeechDetected(f"The recording is silent (peak {peak_dbfs:.1f} dBFS, below {SILENCE_DBFS:g} dBFS)")
@@ -132,31 +139,100 @@ def load_clip(path: Path, *, max_seconds: float) -> AudioClip:
     )
 
 
+# The audio budget (DESIGN §9): what a header or a frame may declare before any work is done on its word.
+MIN_SAMPLE_RATE = 8_000
+MAX_SAMPLE_RATE = 192_000
+MAX_CHANNELS = 8
+MAX_FRAME_SAMPLES = 65_536
+"""FLAC's largest block (65,535); every other accepted codec's frames are at most 8,192 samples."""
+MAX_PACKET_BYTES = 2 * 1024 * 1024
+"""A 65,535-sample FLAC frame of 8 channels at 32 bits, uncompressed, is just under this."""
+_PROBE_BYTES = 256 * 1024
+_STEPS_PER_SECOND = 500
+"""Packets and frames allowed per second of the limit: Opus's shortest frame is 2.5 ms (400 a second)."""
+_STEPS_FLOOR = 2_000
+
+
 def _decode(container: av.container.InputContainer, max_seconds: float) -> bytes:
-    """Decode the first audio stream to 16 kHz mono s16le, stopping as soon as it runs past `max_seconds`."""
+    """Decode the first audio stream to 16 kHz mono s16le, within the audio budget.
+
+    Every limit is checked before the work it guards: the stream header's rate, channels and duration before
+    decoding; each frame's rate, channels, size and running duration before it is resampled (resampling a 1 Hz frame
+    to 16 kHz multiplies it 16,000-fold); each packet's size before it is decoded; and the number of packets and
+    frames, so that a stream of empty ones cannot spin for ever.
+    """
     import av
 
     stream = container.streams.audio[0]
+    codec = stream.codec_context
+    if codec is None:  # FFmpeg knows no decoder for the stream's codec tag
+        raise UnsupportedAudio("The audio track is in an unknown codec")
+    _check_rate(codec.sample_rate, "stream header")
+    _check_channels(codec.channels, "stream header", allow_unknown=True)
+    header_s = _header_seconds(container, stream)
+    if header_s > max_seconds:
+        raise AudioTooLong(f"The recording lasts {header_s:.1f} s, the limit is {max_seconds:g} s")
+
     resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
-    limit = max_seconds * SAMPLE_RATE
-    chunks: list[bytes] = []
-    n_samples = 0
+    max_steps = _STEPS_FLOOR + int(_STEPS_PER_SECOND * max_seconds)
+    steps = 0
+    decoded_s = 0.0
+    pcm = bytearray()
     try:
-        for frame in container.decode(stream):
-            for out in resampler.resample(frame):
-                chunks.append(_s16_bytes(out))
-                n_samples += out.samples
-            if n_samples > limit:
-                # Browsers' WebM has no duration in its header; when there is one, it gives a better message.
-                header_s = container.duration / av.time_base if container.duration else 0.0
-                if header_s > max_seconds:
-                    raise AudioTooLong(f"The recording lasts {header_s:.1f} s, the limit is {max_seconds:g} s")
-                raise AudioTooLong(f"The recording is longer than the {max_seconds:g} s limit")
+        for packet in container.demux(stream):
+            steps += 1
+            if packet.size > MAX_PACKET_BYTES:
+                raise UnsupportedAudio(f"An audio packet of {packet.size} bytes is larger than any real recording's")
+            for frame in packet.decode():
+                steps += 1
+                _check_frame(frame)
+                decoded_s += frame.samples / frame.sample_rate
+                if decoded_s > max_seconds + 1e-6:  # a microsecond's slack for the float sum
+                    # Browsers' WebM has no duration in its header; when there is one, it gives a better message.
+                    raise AudioTooLong(f"The recording is longer than the {max_seconds:g} s limit")
+                for out in resampler.resample(frame):
+                    pcm += _s16_bytes(out)
+            if steps > max_steps:
+                raise UnsupportedAudio("The audio has far more packets or frames than its length allows")
         for out in resampler.resample(None):
-            chunks.append(_s16_bytes(out))
+            pcm += _s16_bytes(out)
     except (av.FFmpegError, ValueError) as exc:  # ValueError: the resampler refuses a frame whose layout changed
         raise UnsupportedAudio("The audio is corrupt and could not be decoded") from exc
-    return b"".join(chunks)
+    return bytes(pcm)
+
+
+def _header_seconds(container: av.container.InputContainer, stream: av.AudioStream) -> float:
+    """The longest duration the container or the stream header declares (0 when neither does)."""
+    import av
+
+    declared = [0.0]
+    if container.duration is not None and container.duration > 0:
+        declared.append(container.duration / av.time_base)
+    if stream.duration is not None and stream.duration > 0 and stream.time_base is not None:
+        declared.append(float(stream.duration * stream.time_base))
+    return max(declared)
+
+
+def _check_rate(rate: int, where: str) -> None:
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise UnsupportedAudio(
+            f"The {where} declares a sample rate of {rate} Hz; "
+            f"recordings must be {MIN_SAMPLE_RATE // 1000}-{MAX_SAMPLE_RATE // 1000} kHz"
+        )
+
+
+def _check_channels(channels: int, where: str, *, allow_unknown: bool = False) -> None:
+    if channels > MAX_CHANNELS or (channels < 1 and not allow_unknown):
+        raise UnsupportedAudio(
+            f"The {where} declares {channels} audio channels; recordings may have 1 to {MAX_CHANNELS}"
+        )
+
+
+def _check_frame(frame: av.AudioFrame) -> None:
+    _check_rate(frame.sample_rate, "audio frame")
+    _check_channels(frame.layout.nb_channels, "audio frame")
+    if frame.samples > MAX_FRAME_SAMPLES:
+        raise UnsupportedAudio(f"An audio frame declares {frame.samples} samples, more than any real recording's")
 
 
 def _s16_bytes(frame: av.AudioFrame) -> bytes:

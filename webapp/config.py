@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     tts_voice: str = Field("alloy", min_length=1)
     tts_format: TtsFormat = "mp3"
 
+    max_json_bytes: int = Field(1024 * 1024, gt=0)
     max_audio_bytes: int = Field(25 * 1024 * 1024, gt=0)
     max_audio_seconds: float = Field(300.0, gt=0)
     context_token_budget: int = Field(16_000, ge=256)

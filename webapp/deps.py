@@ -82,11 +82,25 @@ bearer_scheme = HTTPBearer(
 )
 
 
-def check_csrf(request: Request, submitted: str | None) -> None:
-    """A cookie-authenticated change must echo the CSRF cookie (double-submit), which other sites cannot read."""
-    expected = request.cookies.get(CSRF_COOKIE)
-    if not expected or not submitted or not secrets.compare_digest(expected.encode(), submitted.encode()):
-        raise CsrfFailed("Send the `parley_csrf` cookie's value in the X-CSRF-Token header (or the form's csrf_token).")
+def check_csrf(request: Request, submitted: str | None, *, secret: bytes, account_form: bool = False) -> None:
+    """A cookie-authenticated change must carry the CSRF token of this browser's session, which other sites cannot
+    read: `accounts.csrf_token` of the session cookie, so a token minted for one session fails in any other.
+
+    The account forms (sign-in, sign-up, sign-out) are also posted from a signed-out page, whose token is the
+    pre-session `parley_csrf` cookie's value (double-submit).
+    """
+    session = request.cookies.get(SESSION_COOKIE)
+    accepted = [accounts.csrf_token(secret=secret, session=session)] if session else []
+    if account_form:
+        accepted.append(request.cookies.get(CSRF_COOKIE) or "")
+    given = (submitted or "").encode()
+    # Every candidate is compared (no early exit), each in constant time.
+    matched = [bool(given) and bool(token) and secrets.compare_digest(token.encode(), given) for token in accepted]
+    if not any(matched):
+        raise CsrfFailed(
+            "Send this session's CSRF token (the page's `csrf-token` meta tag) in the X-CSRF-Token header "
+            "(or the form's csrf_token field)."
+        )
 
 
 async def get_principal(
@@ -109,7 +123,7 @@ async def get_principal(
     if principal is None:
         raise Unauthorized("Sign in, or send `Authorization: Bearer <API key or access token>`.")
     if request.method not in SAFE_METHODS:
-        check_csrf(request, request.headers.get(CSRF_HEADER))
+        check_csrf(request, request.headers.get(CSRF_HEADER), secret=runtime.secret_key)
     return principal
 
 

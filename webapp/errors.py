@@ -2,6 +2,10 @@
 
 Every failure a client can cause or observe is an `AppError` subclass with a stable machine `code`; one handler in
 `webapp.problems` renders them as RFC 9457 problem documents. This module is a leaf: anything may import it.
+
+Each concrete class declares its own `code`, and no two share one: `REGISTRY` is checked as the classes are defined, so
+a stored `{"code", "detail"}` always comes back as the class that wrote it. A base that only groups others says
+`abstract=True` and is never raised.
 """
 
 from __future__ import annotations
@@ -9,13 +13,26 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
+REGISTRY: dict[str, type[AppError]] = {}
+"""Every concrete error class by its code (`AppError` itself is `internal_error`)."""
+
 
 class AppError(Exception):
-    """Base class: an HTTP status, a stable code, a short title and a human-readable detail."""
+    """Base class, and the unexpected crash: an HTTP status, a stable code, a short title and a detail."""
 
     status: int = 500  # a class's own; only `HttpError` sets it per instance
     code: ClassVar[str] = "internal_error"
     title: ClassVar[str] = "Internal error"
+
+    def __init_subclass__(cls, *, abstract: bool = False, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if abstract:
+            return
+        if "code" not in cls.__dict__:
+            raise TypeError(f"{cls.__name__} must declare its own `code` (or be declared with abstract=True)")
+        if cls.code in REGISTRY:
+            raise TypeError(f"{cls.__name__}.code {cls.code!r} is already {REGISTRY[cls.code].__name__}'s")
+        REGISTRY[cls.code] = cls
 
     def __init__(
         self,
@@ -52,11 +69,16 @@ class AppError(Exception):
         return field
 
 
+REGISTRY[AppError.code] = AppError
+
 # --- not found -------------------------------------------------------------------------------------------------------
 
 
 class NotFound(AppError):
+    """A path or id that names nothing; the resource-specific subclasses say what was looked for."""
+
     status = 404
+    code = "not_found"
     title = "Not found"
 
 
@@ -83,10 +105,6 @@ class VoiceTurnNotFound(NotFound):
 class AudioNotFound(NotFound):
     code = "audio_not_found"
     title = "This message has no audio"
-
-
-class RouteNotFound(NotFound):
-    code = "not_found"
 
 
 class HttpError(AppError):
@@ -183,6 +201,12 @@ class UnsatisfiableRange(AppError):
     title = "Range not satisfiable"
 
 
+class RequestTooLarge(AppError):
+    status = 413
+    code = "request_too_large"
+    title = "Request body too large"
+
+
 class AudioTooLarge(AppError):
     status = 413
     code = "audio_too_large"
@@ -228,16 +252,15 @@ class NotReady(AppError):
 # --- the model provider ----------------------------------------------------------------------------------------------
 
 
-class UpstreamError(AppError):
+class UpstreamError(AppError, abstract=True):
     """The AI provider failed; the user's input is kept and the failure recorded."""
 
     status = 502
-    code = "upstream_unavailable"
-    title = "AI provider unavailable"
 
 
 class UpstreamUnavailable(UpstreamError):
-    pass
+    code = "upstream_unavailable"
+    title = "AI provider unavailable"
 
 
 class UpstreamRejected(UpstreamError):
@@ -262,13 +285,6 @@ class UpstreamTimeout(UpstreamError):
     title = "AI provider timed out"
 
 
-def _codes(cls: type[AppError]) -> dict[str, type[AppError]]:
-    found = {cls.code: cls}
-    for sub in cls.__subclasses__():
-        found.update(_codes(sub))
-    return found
-
-
 def error_from_field(error: Mapping[str, str]) -> AppError:
     """Rebuild the exception recorded as a `{"code", "detail"}` field (to answer for a failed stored turn)."""
-    return _codes(AppError).get(error["code"], AppError)(error.get("detail"), retry_after=error.get("retry_after"))
+    return REGISTRY.get(error["code"], AppError)(error.get("detail"), retry_after=error.get("retry_after"))

@@ -17,12 +17,14 @@ from webapp.ai import build_provider
 from webapp.api import agents, auth, health, messages, sessions, voice
 from webapp.config import Settings, describe_error, get_settings
 from webapp.db import Database
-from webapp.middleware import HeadAsGet, NulInPathIsNotFound
+from webapp.disconnects import ClientGoneIsOneLine
+from webapp.middleware import BodyLimit, HeadAsGet, NulInPathIsNotFound
 from webapp.openapi import build_openapi, docs, operation_id
 from webapp.pages import agents as agent_pages
 from webapp.pages import auth as auth_pages
 from webapp.pages import chat as chat_pages
 from webapp.pages import sessions as session_pages
+from webapp.security_headers import SecurityHeaders
 from webapp.services import accounts
 from webapp.services import voice as voice_service
 from webapp.services.limits import RateLimiter
@@ -80,7 +82,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     problems.install(app)
     app.add_middleware(NulInPathIsNotFound)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_json_bytes, exempt=_streams_its_own_body)
     app.add_middleware(HeadAsGet)
+    app.add_middleware(ClientGoneIsOneLine)
+    app.add_middleware(SecurityHeaders)  # outermost: every response, even HEAD's and a NUL path's 404
     app.include_router(health.router, generate_unique_id_function=operation_id)
     app.include_router(docs)
     for page in (auth_pages, agent_pages, session_pages, chat_pages):
@@ -90,6 +95,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router, prefix=API_PREFIX, generate_unique_id_function=operation_id)
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _streams_its_own_body(path: str) -> bool:
+    """The audio upload streams to disk under `MAX_AUDIO_BYTES` (`webapp.uploads`); every other body is capped whole."""
+    return path.startswith(f"{API_PREFIX}/sessions/") and path.endswith("/voice")
 
 
 def _load_settings() -> Settings:

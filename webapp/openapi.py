@@ -1,22 +1,23 @@
 """The OpenAPI document: tag descriptions, the problem schema on every error response, audio media types.
 
 Routes name the errors they can answer with (`responses=problems(AgentNotFound, ...)`); `build_openapi` adds what
-applies to every operation of a kind: `validation_failed` wherever there is input, `unauthorized` wherever a
-credential is required, `csrf_failed` on authenticated changes.
+applies to every operation of a kind: `validation_failed` wherever there is input, `request_too_large` wherever there
+is a JSON body, `unauthorized` wherever a credential is required, `csrf_failed` on authenticated changes.
 """
 
 from __future__ import annotations
 
+import html
+import json
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
 from fastapi.routing import APIRoute
 
 from webapp.audio import FORMATS
-from webapp.errors import AppError, CsrfFailed, Unauthorized, ValidationFailed
+from webapp.errors import AppError, CsrfFailed, RequestTooLarge, Unauthorized, ValidationFailed
 from webapp.problems import PROBLEM_JSON
 
 PROBLEM_SCHEMA: dict[str, Any] = {
@@ -142,6 +143,8 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
                 del responses["422"]
             if default_422 is not None or operation.get("requestBody") or operation.get("parameters"):
                 _add_problem(responses, ValidationFailed)
+            if "application/json" in operation.get("requestBody", {}).get("content", {}):
+                _add_problem(responses, RequestTooLarge)
             if operation.get("security"):
                 _add_problem(responses, Unauthorized)
                 if method != "get":
@@ -155,17 +158,44 @@ docs = APIRouter(include_in_schema=False)
 SWAGGER_UI = "/static/swagger-ui-5.35.0"  # vendored from npm's swagger-ui-dist: /docs works with no internet
 
 
+SWAGGER_UI_PARAMETERS: dict[str, Any] = {
+    "dom_id": "#swagger-ui",
+    "layout": "BaseLayout",
+    "deepLinking": True,
+    "showExtensions": True,
+    "showCommonExtensions": True,
+    "persistAuthorization": True,
+    "displayRequestDuration": True,
+    "tryItOutEnabled": True,
+}
+
+
 @docs.get("/docs")
 async def swagger_ui(request: Request) -> HTMLResponse:
-    """Swagger UI for `/openapi.json`, served from our own static files rather than a CDN."""
+    """Swagger UI for `/openapi.json`, served from our own static files rather than a CDN.
+
+    FastAPI's own page starts Swagger UI with an inline script, which the Content-Security-Policy forbids: here
+    `static/swagger-init.js` starts it, with its settings in a data attribute.
+    """
     root = request.scope.get("root_path", "")
-    return get_swagger_ui_html(
-        openapi_url=f"{root}/openapi.json",
-        title="Parley API",
-        swagger_js_url=f"{root}{SWAGGER_UI}/swagger-ui-bundle.js",
-        swagger_css_url=f"{root}{SWAGGER_UI}/swagger-ui.css",
-        swagger_favicon_url=f"{root}{SWAGGER_UI}/favicon-32x32.png",
-        swagger_ui_parameters={"persistAuthorization": True, "displayRequestDuration": True, "tryItOutEnabled": True},
+    config = html.escape(json.dumps({"url": f"{root}/openapi.json", **SWAGGER_UI_PARAMETERS}), quote=True)
+    return HTMLResponse(
+        f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Parley API</title>
+<link rel="stylesheet" href="{root}{SWAGGER_UI}/swagger-ui.css">
+<link rel="icon" href="{root}{SWAGGER_UI}/favicon-32x32.png">
+<script src="{root}{SWAGGER_UI}/swagger-ui-bundle.js" defer></script>
+<script src="{root}/static/swagger-init.js" defer></script>
+</head>
+<body>
+<div id="swagger-ui" data-config="{config}"></div>
+</body>
+</html>
+"""
     )
 
 

@@ -10,7 +10,8 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Mount
 
-from webapp.errors import AppError, HttpError, MethodNotAllowed, RouteNotFound, ValidationFailed
+from webapp.errors import AppError, HttpError, MethodNotAllowed, NotFound, ValidationFailed
+from webapp.security_headers import ALWAYS
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
             errors = [{"loc": ["body"], "msg": str(exc.detail), "type": "body_decode_error"}]
             error = ValidationFailed(f"body: {exc.detail}", errors=errors)
         case 404:
-            error = RouteNotFound(str(exc.detail))
+            error = NotFound(str(exc.detail))
         case 405:
             error = MethodNotAllowed(str(exc.detail), headers={"Allow": ", ".join(_allowed_methods(request))})
         case _:
@@ -69,7 +70,10 @@ def _allowed_methods(request: Request) -> list[str]:
 
 async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error", exc_info=exc)
-    return problem_response(AppError("An unexpected error occurred; it has been logged."))
+    response = problem_response(AppError("An unexpected error occurred; it has been logged."))
+    # Starlette sends this one from outside every middleware, so it carries the always-on headers itself.
+    response.headers.update(ALWAYS)
+    return response
 
 
 def install(app: FastAPI) -> None:

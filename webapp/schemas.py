@@ -11,9 +11,11 @@ from webapp import models
 
 NO_NUL = r"^[^\x00]*$"
 """Text never holds NUL characters: PostgreSQL cannot store them, and they mean nothing in a name or a message."""
+SOME_TEXT = r"^[^\x00]*[^\s\x00][^\x00]*$"
+"""NO_NUL, and at least one character that is not white space: a blank message or prompt says nothing."""
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100, pattern=NO_NUL)]
-Prompt = Annotated[str, StringConstraints(min_length=1, max_length=20_000, pattern=NO_NUL)]
+Prompt = Annotated[str, StringConstraints(min_length=1, max_length=20_000, pattern=SOME_TEXT)]
 ModelId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=NO_NUL)]
 Voice = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100, pattern=NO_NUL)]
 Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=NO_NUL)]
@@ -194,7 +196,7 @@ class SessionRead(BaseModel):
 
 
 class MessageCreate(Input):
-    content: Annotated[str, StringConstraints(min_length=1, max_length=32_000, pattern=NO_NUL)]
+    content: Annotated[str, StringConstraints(min_length=1, max_length=32_000, pattern=SOME_TEXT)]
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"content": "What is a prime number?"}]})
 

@@ -4,14 +4,20 @@ Chat is a clearly labelled local reply generator (no language model runs); speec
 (pocketsphinx and espeak-ng, from `webapp.ai.offline_speech`), loaded on first use and run off the event loop.
 pocketsphinx holds the GIL while it decodes (seconds, for a long clip), so a thread would still stall every request:
 recognition runs in child processes instead. espeak-ng releases the GIL in its C calls, so synthesis runs in a thread.
+Those child processes end with the server, even one killed with SIGKILL that cleans up nothing (`_die_with_server`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import multiprocessing
 import os
 import re
+import signal
+import sys
+import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -27,6 +33,8 @@ if TYPE_CHECKING:
 _recognizer: OfflineRecognizer | None = None  # in a recognition process: its one decoder
 
 OFFLINE_MODEL = "offline"
+PARENT_POLL_SECONDS = 0.5
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def _shorten(text: str, limit: int) -> str:
@@ -46,6 +54,39 @@ def compose_reply(messages: Sequence[ChatMessage]) -> str:
         f"This is your message number {len(users)} in this chat. "
         "Set OPENAI_API_KEY to talk to a real model."
     )
+
+
+def _die_with_server(server_pid: int) -> None:
+    """Pool initializer: make this recognition process end when the server process does, however that ends.
+
+    A server killed with SIGKILL shuts no pool down, and its workers would live on as orphans (~150 MB each), one of
+    them still decoding the dead turn. Two guards, because neither is enough alone:
+
+    - Linux: the kernel sends SIGKILL when the parent goes (`PR_SET_PDEATHSIG`). Nothing in this process has to run
+      for that, which matters because pocketsphinx holds the GIL for a whole decode: no Python thread here could act
+      until it ends. The "parent" is the *thread* that started this process, not the server process: the signal comes
+      when that thread ends. Workers are started by `submit`, which `transcribe` calls on the event loop's thread (it
+      lives as long as the server), or by the pool's manager thread to replace a worker (it outlives its workers).
+      The parent may have died before this call, with no signal to come: hence the `getppid` check after it.
+    - Everywhere: a daemon thread notices that the parent process is gone (`getppid` changes when an orphan is
+      adopted) within `PARENT_POLL_SECONDS`, or, if a decode holds the GIL, when that decode ends. It covers systems
+      without PDEATHSIG and a `prctl` that failed.
+
+    multiprocessing's resource tracker needs neither: it exits when the last holder of its pipe (the server and these
+    workers, which inherit it) is gone.
+    """
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(ctypes.c_int(_PR_SET_PDEATHSIG), ctypes.c_ulong(signal.SIGKILL), *[ctypes.c_ulong(0)] * 3)
+    if os.getppid() != server_pid:
+        os._exit(1)  # orphaned already: no decode to finish, nobody to answer
+    threading.Thread(target=_exit_when_orphaned, args=(server_pid,), name="parent-watch", daemon=True).start()
+
+
+def _exit_when_orphaned(server_pid: int) -> None:
+    while os.getppid() == server_pid:
+        time.sleep(PARENT_POLL_SECONDS)
+    os._exit(1)
 
 
 def _transcribe_in_child(pcm16k: bytes) -> str:
@@ -71,7 +112,9 @@ class OfflineProvider:
         if self._recognizers is None:
             workers = max(1, min(self._settings.voice_workers, os.cpu_count() or 1))
             context = multiprocessing.get_context("spawn")
-            self._recognizers = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+            self._recognizers = ProcessPoolExecutor(
+                max_workers=workers, mp_context=context, initializer=_die_with_server, initargs=(os.getpid(),)
+            )
         return self._recognizers
 
     async def aclose(self) -> None:
@@ -97,7 +140,7 @@ class OfflineProvider:
 
     async def transcribe(self, clip: AudioClip) -> str:
         processes = self._recognition_processes()
-        try:
+        try:  # submitted on the loop's thread, which starts the worker: see `_die_with_server`
             return await asyncio.get_running_loop().run_in_executor(processes, _transcribe_in_child, clip.pcm16k)
         except BrokenProcessPool:
             # A recognition process died (killed, out of memory): start afresh next time, unless another call has.

@@ -5,10 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
+from starlette.datastructures import FormData
 
 from webapp.deps import SESSION_COOKIE, RuntimeDep, check_csrf
 from webapp.errors import AppError, ValidationFailed
-from webapp.pages.rendering import render
+from webapp.pages.rendering import local_path, render
 from webapp.schemas import RegisterRequest
 from webapp.services import accounts
 from webapp.services.runtime import Runtime
@@ -16,11 +17,17 @@ from webapp.services.runtime import Runtime
 router = APIRouter(include_in_schema=False)
 
 
-def _signed_in(runtime: Runtime, user_id: str) -> Response:
+def _next(request: Request, form: FormData | None = None) -> str:
+    """Where to go after signing in: the `next` field or query parameter, if it is a path on this site."""
+    submitted = form.get("next") if form is not None else request.query_params.get("next")
+    return local_path(submitted if isinstance(submitted, str) else None)
+
+
+def _signed_in(runtime: Runtime, user_id: str, next_path: str) -> Response:
     token, _ = accounts.issue_token(
         secret=runtime.secret_key, user_id=user_id, hours=runtime.settings.access_token_hours
     )
-    response = RedirectResponse("/", status_code=303)
+    response = RedirectResponse(next_path, status_code=303)
     response.set_cookie(
         SESSION_COOKIE,
         token,
@@ -35,19 +42,19 @@ def _signed_in(runtime: Runtime, user_id: str) -> Response:
 
 @router.get("/signin")
 async def signin_form(request: Request, runtime: RuntimeDep) -> Response:
-    return render(request, runtime, "auth.html", mode="signin")
+    return render(request, runtime, "auth.html", mode="signin", next=_next(request))
 
 
 @router.get("/signup")
 async def signup_form(request: Request, runtime: RuntimeDep) -> Response:
-    return render(request, runtime, "auth.html", mode="signup")
+    return render(request, runtime, "auth.html", mode="signup", next=_next(request))
 
 
 @router.post("/signin")
 async def signin(request: Request, runtime: RuntimeDep) -> Response:
     form = await request.form()
-    check_csrf(request, str(form.get("csrf_token", "")))
-    email = str(form.get("email", ""))
+    check_csrf(request, str(form.get("csrf_token", "")), secret=runtime.secret_key, account_form=True)
+    email, next_path = str(form.get("email", "")), _next(request, form)
     try:
         user = await accounts.sign_in(
             database=runtime.db,
@@ -58,18 +65,26 @@ async def signin(request: Request, runtime: RuntimeDep) -> Response:
         )
     except AppError as exc:  # wrong credentials (401), or throttled (429, with Retry-After)
         response = render(
-            request, runtime, "auth.html", mode="signin", email=email, error=exc.detail, status_code=exc.status
+            request,
+            runtime,
+            "auth.html",
+            mode="signin",
+            email=email,
+            next=next_path,
+            error=exc.detail,
+            status_code=exc.status,
         )
         response.headers.update(exc.headers)
         return response
-    return _signed_in(runtime, user.id)
+    return _signed_in(runtime, user.id, next_path)
 
 
 @router.post("/signup")
 async def signup(request: Request, runtime: RuntimeDep) -> Response:
     form = await request.form()
-    check_csrf(request, str(form.get("csrf_token", "")))
+    check_csrf(request, str(form.get("csrf_token", "")), secret=runtime.secret_key, account_form=True)
     fields = {key: str(form.get(key, "")) for key in ("email", "password", "display_name")}
+    next_path = _next(request, form)
     try:
         data = RegisterRequest(
             email=fields["email"], password=fields["password"], display_name=fields["display_name"] or None
@@ -91,6 +106,7 @@ async def signup(request: Request, runtime: RuntimeDep) -> Response:
             status_code=422,
             email=fields["email"],
             display_name=fields["display_name"],
+            next=next_path,
         )
     except AppError as exc:
         return render(
@@ -102,14 +118,15 @@ async def signup(request: Request, runtime: RuntimeDep) -> Response:
             status_code=exc.status,
             email=fields["email"],
             display_name=fields["display_name"],
+            next=next_path,
         )
-    return _signed_in(runtime, user.id)
+    return _signed_in(runtime, user.id, next_path)
 
 
 @router.post("/signout")
-async def signout(request: Request) -> Response:
+async def signout(request: Request, runtime: RuntimeDep) -> Response:
     form = await request.form()
-    check_csrf(request, str(form.get("csrf_token", "")))
+    check_csrf(request, str(form.get("csrf_token", "")), secret=runtime.secret_key, account_form=True)
     response = RedirectResponse("/signin", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response

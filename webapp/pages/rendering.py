@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -30,8 +31,15 @@ class SignInRequired(Exception):
     """A page needs a signed-in browser: answered with a redirect to the sign-in form."""
 
 
-def csrf_token(request: Request) -> str:
-    """The browser's CSRF token (from its cookie), or a new one that `render` will set."""
+def csrf_token(request: Request, runtime: Runtime) -> str:
+    """The token this page's forms and scripts send back.
+
+    Signed in: bound to the session cookie (`accounts.csrf_token`). Signed out: the pre-session `parley_csrf`
+    cookie's value, or a new one that `render` will set.
+    """
+    session = request.cookies.get(SESSION_COOKIE)
+    if session and page_principal(request, runtime) is not None:
+        return accounts.csrf_token(secret=runtime.secret_key, session=session)
     token = request.cookies.get(CSRF_COOKIE) or getattr(request.state, "new_csrf", None)
     if token is None:
         token = request.state.new_csrf = secrets.token_urlsafe(32)
@@ -51,8 +59,21 @@ async def require_browser(request: Request, runtime: RuntimeDep) -> Principal:
     if request.method not in ("GET", "HEAD"):
         # Read the form now (Starlette keeps it): before the route's transaction opens, not while it is held.
         form = await request.form()
-        check_csrf(request, request.headers.get(CSRF_HEADER) or str(form.get("csrf_token", "")))
+        submitted = request.headers.get(CSRF_HEADER) or str(form.get("csrf_token", ""))
+        check_csrf(request, submitted, secret=runtime.secret_key)
     return principal
+
+
+def local_path(target: str | None, default: str = "/") -> str:
+    """`target` if it is a path on this site (`/…`, not `//host` or `/\\host`), else `default`: for `next=`."""
+    if (
+        not target
+        or not target.startswith("/")
+        or target[1:2] == "/"
+        or any(char == "\\" or ord(char) < 0x20 or ord(char) == 0x7F for char in target)
+    ):
+        return default
+    return target
 
 
 BrowserDep = Annotated[Principal, Depends(require_browser)]
@@ -62,7 +83,7 @@ def render(
     request: Request, runtime: Runtime, template: str, *, status_code: int = 200, **context: Any
 ) -> HTMLResponse:
     """A page or fragment; sets the CSRF cookie the first time a browser comes by."""
-    context |= {"provider": runtime.provider.name, "csrf_token": csrf_token(request)}
+    context |= {"provider": runtime.provider.name, "csrf_token": csrf_token(request, runtime)}
     response = templates.TemplateResponse(request, template, context, status_code=status_code)
     new = getattr(request.state, "new_csrf", None)
     if new is not None:
@@ -88,6 +109,10 @@ def error_page(request: Request, error: AppError) -> Response:
 
 
 async def sign_in_redirect(request: Request, _exc: Exception) -> Response:
+    """To the sign-in form, which comes back here afterwards (`next=`, a relative path: `Host` is never echoed)."""
     if "HX-Request" in request.headers:
         return Response(status_code=204, headers={"HX-Redirect": "/signin"})
-    return RedirectResponse("/signin", status_code=303)
+    here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    target = local_path(here) if request.method == "GET" else "/"
+    location = "/signin" if target == "/" else f"/signin?{urlencode({'next': target})}"
+    return RedirectResponse(location, status_code=303)

@@ -112,19 +112,18 @@ async def register(
 
 
 async def sign_in(*, database: Database, throttle: SignInThrottle, email: str, password: str, address: str) -> User:
-    """The account these credentials open; `InvalidCredentials`, or `RateLimited` after too many failures.
+    """The account these credentials open; `InvalidCredentials`, or `RateLimited` after too many attempts.
 
-    The password is checked (~50 ms) after the read transaction has closed.
+    The attempt is counted first (see `SignInThrottle`); the password is checked after the read transaction has closed.
     """
     account = email_key(email)
-    throttle.before_attempt(account=account, address=address)
+    throttle.attempt(account=account, address=address)
     async with database.read() as db:
         user = await db.scalar(select(User).where(User.email_key == account))
     stored = user.password_hash if user else await asyncio.to_thread(_dummy_hash)
     if not await _password_matches(stored, password) or user is None:
-        throttle.failed(account=account, address=address)
         raise InvalidCredentials("Wrong email or password.")
-    throttle.succeeded(account=account)
+    throttle.succeeded(account=account, address=address)
     return user
 
 
@@ -168,6 +167,14 @@ def read_token(*, secret: bytes, token: str) -> Principal | None:
     except (ValueError, KeyError, TypeError):
         return None
     return Principal(user_id) if expires > utcnow().timestamp() else None
+
+
+def csrf_token(*, secret: bytes, session: str) -> str:
+    """The CSRF token of a signed-in browser: bound to its session cookie, so it is refused in any other session.
+
+    The NUL byte keeps these MACs apart from access-token signatures (whose payload is base64).
+    """
+    return _b64(hmac.new(secret, b"csrf\x00" + session.encode(), hashlib.sha256).digest())
 
 
 # --- API keys --------------------------------------------------------------------------------------------------------
