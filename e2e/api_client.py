@@ -41,9 +41,9 @@ def upload(api: str, path: str, clip: Path, *, token: str) -> tuple[Message, byt
         return response.headers, response.read()
 
 
-def sign_up(api: str, email: str) -> str:
+def sign_up(api: str, email: str, password: str = "a long test password") -> str:
     """A new account's access token."""
-    account = {"email": email, "password": "a long test password"}
+    account = {"email": email, "password": password}
     return str(call(api, "POST", "/auth/register", account)["access_token"])
 
 

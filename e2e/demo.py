@@ -28,7 +28,7 @@ WIDTH, HEIGHT = 1280, 720
 FPS = 15
 AUDIO_RATE = 48_000
 VIDEO_BITRATE = 600_000
-SPOKEN_SECONDS = 7.5  # the offline reply reads its whole disclaimer (~15 s): the demo plays the start of it
+SPOKEN_SECONDS = 7.5  # at most this much of the spoken reply is played (the offline one says only its answer, ~3 s)
 
 # Captions and a visible pointer (headless screenshots have none); the caption survives navigations.
 OVERLAY = """(() => {

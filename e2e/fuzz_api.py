@@ -15,7 +15,9 @@ import json
 import subprocess
 import sys
 import tempfile
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 from e2e.api_client import call, finished_turn, new_session, sign_up, upload
 from e2e.server import SPEECH_CLIP, running_server, scratch_postgres_database
@@ -30,9 +32,16 @@ SETTINGS = {
 
 
 def seed(base: str) -> tuple[str, dict[str, str]]:
-    """An API key, and ids of real resources for the path parameters no fuzzed request can create."""
+    """An API key, and ids of real resources for the path parameters no fuzzed request can create.
+
+    The account is the one in the sign-in example of the OpenAPI document, so the fuzzer's examples phase signs in
+    for real (otherwise every sign-in it sends is a 401, and it warns that authentication failed).
+    """
     api = base + "/api/v1"
-    token = sign_up(api, "fuzz@example.com")
+    spec = json.loads(urllib.request.urlopen(f"{base}/openapi.json", timeout=30).read())
+    login = spec["paths"]["/api/v1/auth/login"]["post"]["requestBody"]["content"]["application/json"]
+    example = login["schema"].get("examples", [None])[0] or _resolve(spec, login["schema"])["examples"][0]
+    token = sign_up(api, example["email"], example["password"])
     key = call(api, "POST", "/api-keys", {"name": "schemathesis"}, token=token)["secret"]
     session = new_session(api, key)
     _, body = upload(api, f"/sessions/{session}/voice", SPEECH_CLIP, token=key)
@@ -40,6 +49,12 @@ def seed(base: str) -> tuple[str, dict[str, str]]:
     if turn["status"] != "done":
         raise RuntimeError(f"the seed voice turn failed: {turn}")
     return key, {"turn_id": turn["id"], "message_id": turn["assistant_message_id"]}
+
+
+def _resolve(spec: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """A `$ref`'d schema's definition."""
+    found: dict[str, Any] = spec["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
+    return found
 
 
 def config(parameters: dict[str, str]) -> str:

@@ -24,6 +24,14 @@ make_venv() {
 
 ensure_venv() {
   local requirements="$1" stamp
+  # One install at a time: `scripts/run` and `scripts/test` started together on a fresh clone (two terminals) would
+  # otherwise both create .venv and pip into it at once. The second waits here, then finds the work done.
+  mkdir -p .cache
+  exec 9>.cache/venv.lock
+  if ! flock -n 9; then
+    echo "parley: waiting for another script to finish installing into .venv" >&2
+    flock 9
+  fi
   if [ ! -x .venv/bin/python ]; then
     make_venv .venv
     .venv/bin/python -m pip install -q --upgrade pip
@@ -33,4 +41,5 @@ ensure_venv() {
     .venv/bin/python -m pip install -q -r "$requirements"
     cat requirements*.txt > "$stamp"
   fi
+  exec 9>&- # closing the file releases the lock
 }

@@ -12,6 +12,7 @@
   const status = document.getElementById("ptt-status");
   const replyAudio = document.getElementById("reply-audio");
   const playReply = document.getElementById("play-reply");
+  const crumbTitle = document.getElementById("chat-title");
 
   const scrollDown = () => { history.scrollTop = history.scrollHeight; };
   const showError = (text, retry) => {
@@ -24,9 +25,19 @@
       errorBox.append(" ", button);
     }
   };
+  // The first message (typed or spoken) names the session: show the new title without a reload.
+  const showTitle = (title) => {
+    if (!title || crumbTitle.textContent === title) return;
+    crumbTitle.textContent = title;
+    document.title = `${title} · Parley`;
+  };
   const refreshHistory = async () => {
     const response = await fetch(`/sessions/${sessionId}/messages`, { headers: { "HX-Request": "true" } });
-    if (response.ok) { history.innerHTML = await response.text(); scrollDown(); }
+    if (!response.ok) return;
+    history.innerHTML = await response.text();
+    const title = response.headers.get("X-Session-Title");
+    if (title) showTitle(decodeURIComponent(title));
+    scrollDown();
   };
   const problemText = async (response) => {
     try { const problem = await response.json(); return problem.detail || problem.title; }
@@ -88,7 +99,7 @@
     }
     for await (const { event, data } of sseEvents(response)) {
       if (event === "token") { content.textContent += data.delta; scrollDown(); }
-      else if (event === "done") { pending.outerHTML = data.html; reply.remove(); }
+      else if (event === "done") { pending.outerHTML = data.html; reply.remove(); showTitle(data.title); }
       else if (event === "error") {
         showError(data.detail, () => send(text));
         reply.remove(); pending.remove();

@@ -744,3 +744,21 @@ async def test_pages_need_a_signed_in_browser(client: httpx.AsyncClient, app: Fa
         assert (await http.post("/signin", data=form)).status_code == 303
         home = await http.get("/", headers={"Accept": "text/html"})
         assert home.status_code == 200 and home.headers["content-type"].startswith("text/html")
+
+
+async def test_a_fresh_install_sends_the_browser_to_sign_up(app: FastAPI) -> None:
+    """With no account yet, signing up is the only way in: pages redirect there (keeping `next`), then to sign-in."""
+    async with browser(app) as http:
+        home = await http.get("/", headers={"Accept": "text/html"})
+        assert home.status_code == 303 and home.headers["location"] == "/signup"
+        deep = await http.get("/agents/abc", headers={"Accept": "text/html"})
+        assert deep.status_code == 303 and deep.headers["location"] == "/signup?next=%2Fagents%2Fabc"
+        htmx = await http.get("/agents/abc", headers={"HX-Request": "true"})
+        assert htmx.status_code == 204 and htmx.headers["hx-redirect"] == "/signup"
+    async with api_client(app, signed_in=False) as api:
+        await sign_up(api)
+    async with browser(app) as http:
+        home = await http.get("/", headers={"Accept": "text/html"})
+        assert home.status_code == 303 and home.headers["location"] == "/signin"
+        htmx = await http.get("/agents/abc", headers={"HX-Request": "true"})
+        assert htmx.status_code == 204 and htmx.headers["hx-redirect"] == "/signin"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import httpx
 import pytest
@@ -10,7 +11,9 @@ from fastapi import FastAPI
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
-from tests.helpers import create_agent, create_session
+from tests.conftest import openai_settings, serve
+from tests.fake_openai import FakeOpenAI
+from tests.helpers import assert_problem, create_agent, create_session
 from webapp import problems
 from webapp.config import Settings
 
@@ -130,6 +133,49 @@ async def test_patch_changes_only_what_is_sent(client: httpx.AsyncClient, settin
     reset = (await client.patch(f"/agents/{agent['id']}", json={"temperature": None, "model": None})).json()
     assert reset["temperature"] is None
     assert reset["model"] == settings.chat_model
+
+
+async def test_runs_as_tells_what_runs_offline(client: httpx.AsyncClient, settings: Settings) -> None:
+    agent = await create_agent(client)
+    # The stored fields stay what they are (the openai provider will use them); runs_as says what runs instead.
+    assert (agent["model"], agent["voice"]) == (settings.chat_model, settings.tts_voice) == ("gpt-5.4-mini", "alloy")
+    assert agent["runs_as"] == {"provider": "offline", "model": "offline", "voice": "en-us"}
+
+    british = (await client.patch(f"/agents/{agent['id']}", json={"voice": "EN-GB", "model": "gpt-x"})).json()
+    assert (british["model"], british["voice"]) == ("gpt-x", "EN-GB")
+    assert british["runs_as"] == {"provider": "offline", "model": "offline", "voice": "en-gb"}
+    variant = await create_agent(client, name="Variant", voice="de+f3")
+    assert variant["runs_as"]["voice"] == "de+f3"
+    listed = {item["id"]: item["runs_as"] for item in (await client.get("/agents")).json()["items"]}
+    assert listed == {agent["id"]: british["runs_as"], variant["id"]: variant["runs_as"]}
+    assert (await client.get(f"/agents/{agent['id']}")).json()["runs_as"] == british["runs_as"]
+
+
+async def test_voices_lists_what_the_offline_engine_accepts(client: httpx.AsyncClient, anon: httpx.AsyncClient) -> None:
+    response = await client.get("/voices")
+    assert response.status_code == 200
+    catalog = response.json()
+    assert catalog["provider"] == "offline" and catalog["default"] == "en-us"
+    assert {"en-us", "en-gb", "de", "fr", "en-us+f3"} <= set(catalog["voices"])
+    assert "alloy" not in catalog["voices"] and len(set(catalog["voices"])) == len(catalog["voices"])
+    for name in catalog["voices"][:5]:  # each one is spoken as itself, not as the fallback
+        assert (await create_agent(client, voice=name))["runs_as"]["voice"] == name
+    assert_problem(await anon.get("/voices"), 401, "unauthorized")
+
+
+async def test_openai_runs_the_stored_model_and_voice(database_url: str, tmp_path: Path, upstream: FakeOpenAI) -> None:
+    async with serve(openai_settings(database_url, tmp_path, upstream, tts_voice="coral")) as client:
+        agent = await create_agent(client, model="gpt-custom", voice="en-gb")
+        assert agent["runs_as"] == {"provider": "openai", "model": "gpt-custom", "voice": "en-gb"}
+        catalog = (await client.get("/voices")).json()
+    assert catalog == {
+        "provider": "openai",
+        "default": "coral",
+        "voices": [
+            *("alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse"),
+            *("marin", "cedar"),
+        ],
+    }
 
 
 @pytest.mark.parametrize("body", [{"name": None}, {"prompt": None}, {"name": ""}, {"temperature": 3}, {"x": 1}])

@@ -267,10 +267,10 @@ async def test_redirects_are_relative_whatever_host_the_client_sends(app: FastAP
         assert slash.headers["location"] == "/signin"
         with_query = await http.get("/signup/?next=/agents/x")
         assert with_query.headers["location"] == "/signup?next=/agents/x"
-        home = await http.get("/", headers={"Accept": "text/html"})
-        assert home.status_code == 303 and home.headers["location"] == "/signin"
+        home = await http.get("/", headers={"Accept": "text/html"})  # no account yet: sign-up is the way in
+        assert home.status_code == 303 and home.headers["location"] == "/signup"
         deep = await http.get("/agents/abc", headers={"Accept": "text/html"})
-        assert deep.status_code == 303 and deep.headers["location"] == "/signin?next=%2Fagents%2Fabc"
+        assert deep.status_code == 303 and deep.headers["location"] == "/signup?next=%2Fagents%2Fabc"
 
         token = await sign_up_in(http, "ada@example.com")
         agent = await create_agent_by_page(http, token)

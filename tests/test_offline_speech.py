@@ -7,8 +7,10 @@ assertions below hold for every variant we have seen (25 runs through wav and we
 from __future__ import annotations
 
 import asyncio
+import io
 import threading
 import time
+import wave
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -19,8 +21,16 @@ import pytest
 
 from tests.audio_samples import QUESTION_WAV, encode_clip, speech_pcm
 from tests.conftest import make_settings
-from webapp.ai.offline import OfflineProvider
-from webapp.ai.offline_speech import OfflineRecognizer, OfflineSynthesizer
+from webapp.ai import offline_speech
+from webapp.ai.base import ChatMessage
+from webapp.ai.offline import OfflineProvider, spoken_text
+from webapp.ai.offline_speech import (
+    COMMON_VOICES,
+    DEFAULT_VOICE,
+    OfflineRecognizer,
+    OfflineSynthesizer,
+    OfflineVoices,
+)
 from webapp.audio import load_clip
 
 T = TypeVar("T")
@@ -208,3 +218,53 @@ async def test_offline_recognition_leaves_the_event_loop_free(tmp_path: Path) ->
     assert "two three four five" in heard
     assert elapsed > 1.0, "the clip decoded too fast to tell a stalled loop from a free one"
     assert max(stalls) < 0.5, f"the event loop stalled for {max(stalls):.2f} s during a {elapsed:.1f} s decode"
+
+
+# --- voices: what espeak-ng accepts, and what speaks for a name it does not know --------------------------------------
+
+
+def test_every_offered_voice_exists_in_espeak_ngs_data() -> None:
+    voices = OfflineVoices()
+    assert voices.common == COMMON_VOICES  # none was dropped for being unknown to this espeak-ng
+    espeak = offline_speech._loaded_espeak()
+    with offline_speech._espeak_lock:
+        for name in COMMON_VOICES:
+            assert espeak.lib.espeak_SetVoiceByName(espeak.resolve(name).encode()) == 0, name
+        espeak.lib.espeak_SetVoiceByName(espeak.resolve(DEFAULT_VOICE).encode())
+        espeak._voice = None  # the next synthesis sets its voice again
+
+
+@pytest.mark.parametrize(
+    ("asked", "spoken"),
+    [
+        ("alloy", "en-us"),  # OpenAI's default voice: unknown to espeak-ng
+        ("", "en-us"),
+        ("en-us", "en-us"),
+        (" EN-GB ", "en-gb"),
+        ("de", "de"),
+        ("en-us+f3", "en-us+f3"),
+        ("en-us+nobody", "en-us"),  # an unknown variant
+        ("klingon", "en-us"),
+    ],
+)
+def test_an_unknown_voice_speaks_as_the_default(asked: str, spoken: str) -> None:
+    assert OfflineVoices().spoken_voice(asked) == spoken
+
+
+# --- the spoken offline reply: the answer, not the disclaimer ---------------------------------------------------------
+
+
+async def test_the_offline_reply_speaks_only_its_answer(tmp_path: Path) -> None:
+    provider = OfflineProvider(make_settings("sqlite+aiosqlite:///unused.db", tmp_path, tts_format="wav"))
+    messages: list[ChatMessage] = [
+        {"role": "system", "content": "You are a patient maths tutor. Answer briefly and kindly."},
+        {"role": "user", "content": "What is the capital of France?"},
+    ]
+    reply = (await provider.chat(messages, model="ignored")).text
+    assert reply.startswith("[Offline mode") and "OPENAI_API_KEY" in reply  # shown in full…
+    assert spoken_text(reply) == "You said: “What is the capital of France?”"  # …but only this is said
+    with wave.open(io.BytesIO(await provider.speak(reply, voice="alloy"))) as spoken:
+        seconds = spoken.getnframes() / spoken.getframerate()
+    whole = _seconds(OfflineSynthesizer().synthesize(reply))
+    assert 1.0 < seconds < 4.5, f"the spoken reply lasts {seconds:.1f} s"
+    assert whole > 3 * seconds, (whole, seconds)  # the disclaimer would have tripled it

@@ -13,7 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 
 from webapp import problems
-from webapp.ai import build_provider
+from webapp.ai import announce, build_provider
 from webapp.api import agents, auth, health, messages, sessions, voice
 from webapp.config import Settings, describe_error, get_settings
 from webapp.db import Database
@@ -56,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         database = Database(settings.database_url)
         provider = build_provider(settings)
+        announce(provider)
         locks = TurnLocks(database, busy_timeout=settings.session_busy_timeout_seconds)
         runtime = Runtime(
             settings=settings,

@@ -140,17 +140,56 @@ class AgentUpdate(Input):
     model_config = ConfigDict(json_schema_extra={"examples": [{"prompt": "You are a patient tutor.", "model": None}]})
 
 
+ProviderName = Literal["openai", "offline"]
+
+
+class RunsAsRead(BaseModel):
+    """What actually runs for the agent under the server's active provider (read-only)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    provider: ProviderName
+    model: str = Field(
+        description="The chat model that answers: the agent's `model` with openai; `offline` (a canned stand-in "
+        "reply, no language model) with the offline provider."
+    )
+    voice: str = Field(
+        description="The voice that speaks: the agent's `voice` with openai; with the offline provider, the espeak-ng "
+        "voice, which is the agent's `voice` if espeak-ng knows it and its default (`en-us`) otherwise."
+    )
+
+
 class AgentRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: str
     name: str
     prompt: str
-    model: str
-    voice: str
+    model: str = Field(description="The stored chat model, used by the openai provider.")
+    voice: str = Field(description="The stored voice, used by the openai provider (and by offline if it knows it).")
     temperature: float | None
+    runs_as: RunsAsRead = Field(description="What actually runs for this agent now: see `GET /api/v1/voices`, too.")
     created_at: datetime
     updated_at: datetime
+
+
+class VoiceCatalogRead(BaseModel):
+    """The voice names the active provider's speech engine accepts."""
+
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [{"provider": "offline", "default": "en-us", "voices": ["en-us", "en-gb", "de"]}]
+        },
+    )
+
+    provider: ProviderName
+    default: str = Field(description="The voice an agent with no voice of its own speaks with (from `TTS_VOICE`).")
+    voices: list[str] = Field(
+        description="Names to choose from. openai: the built-in voices (custom voice ids work too). offline: common "
+        "espeak-ng voices (a language code, optionally `+variant`, e.g. `en-gb`, `en-us+f3`); espeak-ng knows more, "
+        "and any name it does not know speaks with the default."
+    )
 
 
 # --- sessions --------------------------------------------------------------------------------------------------------

@@ -23,13 +23,46 @@ class ChatReply:
     completion_tokens: int | None = None
 
 
+ProviderName = Literal["openai", "offline"]
+
+
+@dataclass(frozen=True)
+class RunsAs:
+    """What actually runs for an agent's stored model and voice under this provider."""
+
+    provider: ProviderName
+    model: str
+    voice: str
+
+
+@dataclass(frozen=True)
+class VoiceCatalog:
+    """The voice names this provider's speech engine accepts, and the one an agent gets by default."""
+
+    provider: ProviderName
+    default: str
+    voices: tuple[str, ...]
+
+
 TokenSink = Callable[[str], None]
 """Receives each piece of a reply as it arrives; passing one asks the provider to stream."""
 
 
 class AIProvider(Protocol):
     @property
-    def name(self) -> Literal["openai", "offline"]: ...
+    def name(self) -> ProviderName: ...
+
+    def describe(self) -> str:
+        """One line for the start-up log: which provider and engines run, and how to switch. Never a secret."""
+        ...
+
+    async def runs_as(self, *, model: str, voice: str) -> RunsAs:
+        """The model and voice that run for an agent that stores `model` and `voice`."""
+        ...
+
+    async def voices(self) -> VoiceCatalog:
+        """The voice names the speech engine accepts."""
+        ...
 
     async def chat(
         self,

@@ -1,6 +1,7 @@
 """The `offline` provider: works with no key and no network.
 
-Chat is a clearly labelled local reply generator (no language model runs); speech uses real offline engines
+Chat is a clearly labelled local reply generator (no language model runs), whose [bracketed notes] are shown but not
+spoken (`compose_reply`, `spoken_text`); speech uses real offline engines
 (pocketsphinx and espeak-ng, from `webapp.ai.offline_speech`), loaded on first use and run off the event loop.
 pocketsphinx holds the GIL while it decodes (seconds, for a long clip), so a thread would still stall every request:
 recognition runs in child processes instead. espeak-ng releases the GIL in its C calls, so synthesis runs in a thread.
@@ -23,12 +24,12 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Literal
 
-from webapp.ai.base import ChatMessage, ChatReply, TokenSink
+from webapp.ai.base import ChatMessage, ChatReply, RunsAs, TokenSink, VoiceCatalog
 from webapp.audio import AudioClip, encode_pcm
 from webapp.config import Settings
 
 if TYPE_CHECKING:
-    from webapp.ai.offline_speech import OfflineRecognizer, OfflineSynthesizer
+    from webapp.ai.offline_speech import OfflineRecognizer, OfflineSynthesizer, OfflineVoices
 
 _recognizer: OfflineRecognizer | None = None  # in a recognition process: its one decoder
 
@@ -37,23 +38,43 @@ PARENT_POLL_SECONDS = 0.5
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
+LABEL = "[Offline mode: no AI model is connected.]"
+SENTENCE_ENDS = (".", "!", "?", "…")
+_NOTE = re.compile(r"\[[^\[\]]*\]")
+
+
 def _shorten(text: str, limit: int) -> str:
-    text = " ".join(text.split())
+    text = " ".join(text.split()).replace("[", "(").replace("]", ")")  # brackets mark notes: see `spoken_text`
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
+def _quoted(text: str) -> str:
+    """`text` in quotes as a sentence of its own: a full stop after the quote only if none ends it already."""
+    return f"“{text}”" if text.endswith(SENTENCE_ENDS) else f"“{text}”."
+
+
 def compose_reply(messages: Sequence[ChatMessage]) -> str:
-    """A deterministic reply that shows what the model would have been given."""
+    """A deterministic reply that shows what the model would have been given.
+
+    The answer ("You said: …") stands between bracketed notes (the offline label, then what the model was given and
+    how to connect one): they are for reading, and `OfflineProvider.speak` leaves them out (`spoken_text`), so a
+    voice reply is a few seconds long rather than the whole disclaimer.
+    """
     system = next((m["content"] for m in messages if m["role"] == "system"), "")
     users = [m["content"] for m in messages if m["role"] == "user"]
     said = _shorten(users[-1], 200) if users else ""
     first_sentence = re.split(r"(?<=[.!?])\s", system.strip(), maxsplit=1)[0]
     return (
-        f"[Offline mode: no AI model is connected.] You said: “{said}”. "
-        f"My instructions begin: “{_shorten(first_sentence, 120)}” "
+        f"{LABEL} You said: {_quoted(said)} "
+        f"[My instructions begin: {_quoted(_shorten(first_sentence, 120))} "
         f"This is your message number {len(users)} in this chat. "
-        "Set OPENAI_API_KEY to talk to a real model."
+        "Set OPENAI_API_KEY to talk to a real model.]"
     )
+
+
+def spoken_text(text: str) -> str:
+    """What the offline voice says of `text`: all but its [bracketed notes] (see `compose_reply`)."""
+    return " ".join(_NOTE.sub(" ", text).split())
 
 
 def _die_with_server(server_pid: int) -> None:
@@ -98,6 +119,12 @@ def _transcribe_in_child(pcm16k: bytes) -> str:
     return _recognizer.transcribe(pcm16k)
 
 
+def _load_voice_table() -> OfflineVoices:
+    from webapp.ai.offline_speech import OfflineVoices
+
+    return OfflineVoices()
+
+
 class OfflineProvider:
     name: Literal["offline"] = "offline"
 
@@ -105,6 +132,33 @@ class OfflineProvider:
         self._settings = settings
         self._synthesizer: OfflineSynthesizer | None = None
         self._recognizers: ProcessPoolExecutor | None = None
+        self._voice_table: OfflineVoices | None = None
+
+    def describe(self) -> str:
+        if self._settings.openai_api_key:
+            switch = "unset AI_PROVIDER (OPENAI_API_KEY is set) to use OpenAI or a compatible server"
+        else:
+            switch = "set OPENAI_API_KEY (and optionally OPENAI_BASE_URL) to use OpenAI or a compatible server"
+        return (
+            "provider offline — chat: canned stand-in reply (no language model), speech recognition: pocketsphinx "
+            f"(en-US), speech synthesis: espeak-ng (voices: GET /api/v1/voices); {switch}"
+        )
+
+    async def runs_as(self, *, model: str, voice: str) -> RunsAs:
+        table = await self._voices()
+        return RunsAs(provider=self.name, model=OFFLINE_MODEL, voice=table.spoken_voice(voice))
+
+    async def voices(self) -> VoiceCatalog:
+        table = await self._voices()
+        default = table.spoken_voice(self._settings.tts_voice)
+        names = table.common if default in table.common else (default, *table.common)
+        return VoiceCatalog(provider=self.name, default=default, voices=names)
+
+    async def _voices(self) -> OfflineVoices:
+        # espeak-ng's voice list, loaded once (~0.4 s with the import, in a thread: not on the event loop).
+        if self._voice_table is None:
+            self._voice_table = await asyncio.to_thread(_load_voice_table)
+        return self._voice_table
 
     def _recognition_processes(self) -> ProcessPoolExecutor:
         # Started on first use: a server that never hears a voice turn never pays for them. "spawn", because forking
@@ -157,5 +211,5 @@ class OfflineProvider:
             from webapp.ai.offline_speech import OfflineSynthesizer
 
             self._synthesizer = OfflineSynthesizer()
-        pcm, rate = self._synthesizer.synthesize(text, voice)
+        pcm, rate = self._synthesizer.synthesize(spoken_text(text), voice)
         return encode_pcm(pcm, sample_rate=rate, fmt=self._settings.tts_format)

@@ -176,11 +176,17 @@ class _Espeak:
                 address += len(code) + 2
         return {code: file_name for code, (_, file_name) in best.items()} | files
 
-    def resolve(self, voice: str | None) -> str:
-        """The espeak voice for a requested name: "en-gb", "en-us+f3", "de"…; anything else gets `DEFAULT_VOICE`."""
+    def spoken_voice(self, voice: str | None) -> str:
+        """The name of the voice that speaks for a requested one: the name itself, lowercased, when espeak-ng knows
+        it ("en-gb", "en-us+f3", "de"…); `DEFAULT_VOICE` for anything else (e.g. OpenAI's "alloy")."""
         language, _, variant = (voice or "").strip().lower().partition("+")
         if language not in self.voices or (variant and variant not in self.variants):
-            return DEFAULT_VOICE  # e.g. OpenAI's "alloy"
+            return DEFAULT_VOICE
+        return f"{language}+{variant}" if variant else language
+
+    def resolve(self, voice: str | None) -> str:
+        """The espeak voice file for a requested name, as `espeak_SetVoiceByName` takes it ("en-US", "en-US+f3")."""
+        language, _, variant = self.spoken_voice(voice).partition("+")
         return self.voices[language] + (f"+{self.variants[variant]}" if variant else "")
 
     def _on_audio(self, wav: Any, n_samples: int, events: int | None) -> int:
@@ -207,6 +213,38 @@ _espeak: _Espeak | None = None
 _espeak_lock = threading.Lock()
 
 
+def _loaded_espeak() -> _Espeak:
+    """The library, loaded on first use (~15 ms). Call with `_espeak_lock` held."""
+    global _espeak
+    if _espeak is None:
+        _espeak = _Espeak()
+    return _espeak
+
+
+COMMON_VOICES = (
+    *("en-us", "en-us+f3", "en-us+m3", "en-gb", "en-gb+f3", "en-gb-scotland", "en-029"),
+    *("de", "fr", "es", "es-419", "it", "pt", "pt-br", "nl", "sv", "da", "nb", "fi", "pl", "cs", "ru", "uk"),
+    *("el", "tr", "ar", "he", "hi", "ja", "ko", "cmn", "vi", "id"),
+)
+"""A curated list of espeak-ng voices to offer: common languages, and a few `+variant`s to show the form. espeak-ng
+knows many more (about 150 languages, 100 variants): any of them works."""
+
+
+class OfflineVoices:
+    """The voice names espeak-ng accepts, without loading more than its voice list (no synthesis)."""
+
+    def __init__(self) -> None:
+        with _espeak_lock:  # waits for a synthesis under way only the first time, while the library loads
+            espeak = _loaded_espeak()
+        # The tables are built once and never change: read them without the lock, which a synthesis holds.
+        self._espeak = espeak
+        self.common: tuple[str, ...] = tuple(name for name in COMMON_VOICES if espeak.spoken_voice(name) == name)
+
+    def spoken_voice(self, voice: str | None) -> str:
+        """The voice that speaks when `voice` is asked for (see `_Espeak.spoken_voice`)."""
+        return self._espeak.spoken_voice(voice)
+
+
 class OfflineSynthesizer:
     """Text to speech with espeak-ng; every instance shares the one library, serialised on a module-level lock.
 
@@ -216,10 +254,8 @@ class OfflineSynthesizer:
 
     def synthesize(self, text: str, voice: str | None = None) -> tuple[bytes, int]:
         """16-bit signed little-endian mono PCM and its sample rate; an unknown voice falls back to US English."""
-        global _espeak
         with _espeak_lock:
-            if _espeak is None:
-                _espeak = _Espeak()
+            espeak = _loaded_espeak()
             if not text.strip():
-                return b"", _espeak.sample_rate
-            return _espeak.synthesize(text, _espeak.resolve(voice)), _espeak.sample_rate
+                return b"", espeak.sample_rate
+            return espeak.synthesize(text, espeak.resolve(voice)), espeak.sample_rate

@@ -6,6 +6,7 @@ import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import openai
@@ -13,7 +14,7 @@ from openai import AsyncOpenAI, AsyncStream, DefaultAioHttpClient
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from pydantic import ValidationError
 
-from webapp.ai.base import ChatMessage, ChatReply, TokenSink
+from webapp.ai.base import ChatMessage, ChatReply, RunsAs, TokenSink, VoiceCatalog
 from webapp.audio import AudioClip, extension_for
 from webapp.config import Settings
 from webapp.errors import (
@@ -24,6 +25,13 @@ from webapp.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+
+OPENAI_VOICES = (
+    *("alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse", "marin"),
+    "cedar",
+)
+"""The built-in voices of `/audio/speech`, as its `voice` parameter lists them (OpenAI's OpenAPI description, which
+also allows custom voice ids: any name is passed on as it is)."""
 
 
 def map_sdk_error(exc: Exception) -> UpstreamError | None:
@@ -93,6 +101,20 @@ class OpenAIProvider:
 
     async def aclose(self) -> None:
         await self._client.close()
+
+    def describe(self) -> str:
+        settings = self._settings
+        where = _safe_url(str(self._client.base_url)) + ("" if settings.openai_base_url else " (default)")
+        return (
+            f"provider openai at {where} — chat model {settings.chat_model}, transcription {settings.stt_model}, "
+            f"speech {settings.tts_model} (voice {settings.tts_voice}, {settings.tts_format})"
+        )
+
+    async def runs_as(self, *, model: str, voice: str) -> RunsAs:
+        return RunsAs(provider=self.name, model=model, voice=voice)
+
+    async def voices(self) -> VoiceCatalog:
+        return VoiceCatalog(provider=self.name, default=self._settings.tts_voice, voices=OPENAI_VOICES)
 
     async def chat(
         self,
@@ -169,6 +191,16 @@ class OpenAIProvider:
                 response_format=self._settings.tts_format,
             )
         return response.content
+
+
+def _safe_url(url: str) -> str:
+    """`url` without credentials, query or fragment (a base URL may carry a user:password or a token): fit to log."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"  # IPv6
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def _plain(text: str) -> str:

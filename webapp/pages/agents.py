@@ -29,15 +29,16 @@ def _form_fields(form: Any) -> dict[str, str | None]:
 async def agents_page(request: Request, runtime: RuntimeDep, principal: BrowserDep, db: DbDep) -> Response:
     user = await accounts.get_user(db=db, user_id=principal.user_id)
     items, _ = await agents.list_agents(db=db, owner_id=principal.user_id, limit=100, cursor=None)
-    settings = runtime.settings
+    voices = await agents.list_voices(provider=runtime.provider)
     return render(
         request,
         runtime,
         "agents.html",
         user=user,
-        agents=items,
-        default_model=settings.chat_model,
-        default_voice=settings.tts_voice,
+        agents=await agents.read_agents(agents=items, provider=runtime.provider),
+        voices=voices,
+        default_model=runtime.settings.chat_model,
+        default_voice=voices.default,
     )
 
 
@@ -48,7 +49,9 @@ async def create_agent(request: Request, runtime: RuntimeDep, principal: Browser
     except ValidationError as exc:
         raise ValidationFailed.from_errors(exc.errors()) from None
     agent = await agents.create_agent(db=db, settings=runtime.settings, owner_id=principal.user_id, data=data)
-    return render(request, runtime, "_agent.html", agent=agent)
+    return render(
+        request, runtime, "_agent.html", agent=await agents.read_agent(agent=agent, provider=runtime.provider)
+    )
 
 
 @router.get("/agents/{agent_id}/{view}")
@@ -62,7 +65,11 @@ async def agent_fragment(
 ) -> Response:
     """One agent as its list item, or as the form that edits it in place."""
     agent = await agents.get_agent(db=db, owner_id=principal.user_id, agent_id=agent_id)
-    return render(request, runtime, "_agent.html" if view == "item" else "_agent_edit.html", agent=agent)
+    shown = await agents.read_agent(agent=agent, provider=runtime.provider)
+    if view == "item":
+        return render(request, runtime, "_agent.html", agent=shown)
+    voices = await agents.list_voices(provider=runtime.provider)
+    return render(request, runtime, "_agent_edit.html", agent=shown, voices=voices)
 
 
 @router.post("/agents/{agent_id}")
@@ -75,7 +82,9 @@ async def update_agent(
     except ValidationError as exc:
         raise ValidationFailed.from_errors(exc.errors()) from None
     agent = await agents.update_agent(db=db, settings=runtime.settings, agent=agent, data=data)
-    return render(request, runtime, "_agent.html", agent=agent)
+    return render(
+        request, runtime, "_agent.html", agent=await agents.read_agent(agent=agent, provider=runtime.provider)
+    )
 
 
 @router.post("/agents/{agent_id}/delete")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -19,6 +20,7 @@ from webapp.sse import turn_events
 
 router = APIRouter(include_in_schema=False)
 HISTORY_LIMIT = 100
+TITLE_HEADER = "X-Session-Title"
 
 
 async def _history(db: DbDep, chat: ChatSession) -> list[MessageRead]:
@@ -54,7 +56,11 @@ async def history_fragment(
     session_id: str, request: Request, runtime: RuntimeDep, principal: BrowserDep, db: DbDep
 ) -> Response:
     chat, agent = await sessions.get_session(db=db, owner_id=principal.user_id, session_id=session_id)
-    return render(request, runtime, "_history.html", agent_name=agent.name, messages=await _history(db, chat))
+    response = render(request, runtime, "_history.html", agent_name=agent.name, messages=await _history(db, chat))
+    # A voice turn's first message names the session; chat.js refreshes the history then, and the breadcrumb from
+    # this header (percent-encoded: header values are Latin-1).
+    response.headers[TITLE_HEADER] = quote(SessionRead.of(chat, agent_name=agent.name).title, safe="")
+    return response
 
 
 def _messages_html(request: Request, agent_name: str, *messages: Any) -> str:
@@ -72,13 +78,20 @@ async def send_message(session_id: str, request: Request, runtime: RuntimeDep, p
         raise ValidationFailed.from_errors(exc.errors()) from None
     runtime.message_limiter.check(principal.user_id)
     async with runtime.db.read() as db:
-        _, agent = await sessions.get_session(db=db, owner_id=principal.user_id, session_id=session_id)
+        chat, agent = await sessions.get_session(db=db, owner_id=principal.user_id, session_id=session_id)
+    untitled = chat.title is None
     turn = chats.start_turn(
         runtime, owner_id=principal.user_id, session_id=session_id, content=data.content, stream=True
     )
     await turn.user_message()  # errors before anything is stored keep their own status (404, 409)
+    title = None
+    if untitled:  # storing the first message named the session: the page's breadcrumb shows the new title
+        async with runtime.db.read() as db:
+            chat, _ = await sessions.get_session(db=db, owner_id=principal.user_id, session_id=session_id)
+        title = SessionRead.of(chat, agent_name=agent.name).title
 
-    def as_html(done: TurnRead) -> dict[str, str]:
-        return {"html": _messages_html(request, agent.name, done.user_message, done.assistant_message)}
+    def as_html(done: TurnRead) -> dict[str, str | None]:
+        html = _messages_html(request, agent.name, done.user_message, done.assistant_message)
+        return {"html": html, "title": title}
 
     return EventSourceResponse(turn_events(turn.events(), done=as_html), ping=15)

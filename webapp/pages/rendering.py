@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -10,6 +11,7 @@ from urllib.parse import urlencode
 from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 
 from webapp.deps import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE, RuntimeDep, check_csrf
 from webapp.errors import AppError
@@ -20,11 +22,21 @@ from webapp.services.runtime import Runtime
 templates = Jinja2Templates(directory=Path(__file__).resolve().parents[2] / "templates")
 
 
-def _local_time(value: Any) -> str:
-    return value.strftime("%Y-%m-%d %H:%M UTC") if value else ""
+def _utc_text(value: Any) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if value else ""
 
 
-templates.env.filters["when"] = _local_time
+def _time_element(value: datetime | None) -> Markup:
+    """A `<time>` reading in UTC; static/app.js rewrites its text in the reader's time zone (UTC stays the tooltip)."""
+    if value is None:
+        return Markup("")
+    moment = value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    text = _utc_text(value)
+    return Markup('<time datetime="{}" title="{}">{}</time>').format(moment, text, text)
+
+
+templates.env.filters["when"] = _utc_text
+templates.env.filters["timestamp"] = _time_element
 
 
 class SignInRequired(Exception):
@@ -108,11 +120,19 @@ def error_page(request: Request, error: AppError) -> Response:
     return templates.TemplateResponse(request, "error.html", context, status_code=error.status, headers=error.headers)
 
 
+async def account_page(runtime: Runtime, next_path: str = "/") -> str:
+    """Where a signed-out browser goes: the sign-in form, or on a fresh install (no account yet) the sign-up form."""
+    async with runtime.db.read() as db:
+        page = "/signin" if await accounts.any_account(db=db) else "/signup"
+    return page if next_path == "/" else f"{page}?{urlencode({'next': next_path})}"
+
+
 async def sign_in_redirect(request: Request, _exc: Exception) -> Response:
-    """To the sign-in form, which comes back here afterwards (`next=`, a relative path: `Host` is never echoed)."""
+    """To the sign-in (or first sign-up) form, which comes back here afterwards (`next=`, a relative path: `Host` is
+    never echoed)."""
+    runtime: Runtime = request.app.state.runtime
     if "HX-Request" in request.headers:
-        return Response(status_code=204, headers={"HX-Redirect": "/signin"})
+        return Response(status_code=204, headers={"HX-Redirect": await account_page(runtime)})
     here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     target = local_path(here) if request.method == "GET" else "/"
-    location = "/signin" if target == "/" else f"/signin?{urlencode({'next': target})}"
-    return RedirectResponse(location, status_code=303)
+    return RedirectResponse(await account_page(runtime, target), status_code=303)

@@ -111,6 +111,11 @@ async def register(
     return user
 
 
+async def any_account(*, db: AsyncSession) -> bool:
+    """Whether anyone has signed up yet: on a fresh install nobody has, and signing up is the only way in."""
+    return bool(await db.scalar(select(exists().where(User.id.is_not(None)))))
+
+
 async def sign_in(*, database: Database, throttle: SignInThrottle, email: str, password: str, address: str) -> User:
     """The account these credentials open; `InvalidCredentials`, or `RateLimited` after too many attempts.
 

@@ -7,10 +7,11 @@ from datetime import datetime
 from sqlalchemy import delete, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from webapp.ai.base import AIProvider
 from webapp.config import Settings
 from webapp.errors import AgentNotFound
 from webapp.models import Agent, ChatSession
-from webapp.schemas import AgentCreate, AgentUpdate
+from webapp.schemas import AgentCreate, AgentRead, AgentUpdate, RunsAsRead, VoiceCatalogRead
 from webapp.services.pagination import decode_cursor, encode_cursor
 
 
@@ -69,3 +70,19 @@ async def delete_agent(*, db: AsyncSession, agent: Agent) -> list[str]:
     session_ids = list((await db.scalars(select(ChatSession.id).where(ChatSession.agent_id == agent.id))).all())
     await db.execute(delete(Agent).where(Agent.id == agent.id))
     return session_ids
+
+
+async def read_agent(*, agent: Agent, provider: AIProvider) -> AgentRead:
+    """The agent as the API shows it: its stored fields, and what runs for them under `provider` (`runs_as`)."""
+    runs_as = RunsAsRead.model_validate(await provider.runs_as(model=agent.model, voice=agent.voice))
+    stored = {field: getattr(agent, field) for field in AgentRead.model_fields if field != "runs_as"}
+    return AgentRead(**stored, runs_as=runs_as)
+
+
+async def read_agents(*, agents: list[Agent], provider: AIProvider) -> list[AgentRead]:
+    return [await read_agent(agent=agent, provider=provider) for agent in agents]
+
+
+async def list_voices(*, provider: AIProvider) -> VoiceCatalogRead:
+    """The voice names the active provider's speech engine accepts, and its default."""
+    return VoiceCatalogRead.model_validate(await provider.voices())
