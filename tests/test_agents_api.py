@@ -14,8 +14,8 @@ from starlette.requests import Request
 from tests.conftest import openai_settings, serve
 from tests.fake_openai import FakeOpenAI
 from tests.helpers import assert_problem, create_agent, create_session
-from webapp import problems
 from webapp.config import Settings
+from webapp.http import problems
 
 
 async def test_create_returns_201_location_and_defaults(client: httpx.AsyncClient, settings: Settings) -> None:

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 
 from tests.conftest import PASSWORD
 from tests.helpers import assert_problem, parse_sse
-from webapp.security_headers import relative_location
+from webapp.http.security_headers import relative_location
 
 HOSTILE_NAME = '"><script>alert(1)</script><img src=x onerror=alert(2)>'
 

@@ -1,7 +1,7 @@
 """The application's error vocabulary.
 
 Every failure a client can cause or observe is an `AppError` subclass with a stable machine `code`; one handler in
-`webapp.problems` renders them as RFC 9457 problem documents. This module is a leaf: anything may import it.
+`webapp.http.problems` renders them as RFC 9457 problem documents. This module is a leaf: anything may import it.
 
 Each concrete class declares its own `code`, and no two share one: `REGISTRY` is checked as the classes are defined, so
 a stored `{"code", "detail"}` always comes back as the class that wrote it. A base that only groups others says

@@ -12,19 +12,19 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 
-from webapp import problems
 from webapp.ai import announce, build_provider
 from webapp.api import agents, auth, health, messages, sessions, voice
 from webapp.config import Settings, describe_error, get_settings
 from webapp.db import Database
-from webapp.disconnects import ClientGoneIsOneLine
-from webapp.middleware import BodyLimit, HeadAsGet, NulInPathIsNotFound
-from webapp.openapi import build_openapi, docs, operation_id
+from webapp.http.disconnects import ClientGoneIsOneLine
+from webapp.http.middleware import BodyLimit, HeadAsGet, NulInPathIsNotFound
+from webapp.http.openapi import build_openapi, docs, operation_id
+from webapp.http.security_headers import SecurityHeaders
 from webapp.pages import agents as agent_pages
 from webapp.pages import auth as auth_pages
 from webapp.pages import chat as chat_pages
+from webapp.pages import rendering as page_rendering
 from webapp.pages import sessions as session_pages
-from webapp.security_headers import SecurityHeaders
 from webapp.services import accounts
 from webapp.services import voice as voice_service
 from webapp.services.limits import RateLimiter
@@ -81,7 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="Parley", version="0.1.0", description=DESCRIPTION, lifespan=lifespan, docs_url=None, redoc_url=None
     )
-    problems.install(app)
+    page_rendering.install(app)  # problem documents, and HTML errors for browsers on pages
     app.add_middleware(NulInPathIsNotFound)
     app.add_middleware(BodyLimit, max_bytes=settings.max_json_bytes, exempt=_streams_its_own_body)
     app.add_middleware(HeadAsGet)
@@ -99,7 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def _streams_its_own_body(path: str) -> bool:
-    """The audio upload streams to disk under `MAX_AUDIO_BYTES` (`webapp.uploads`); every other body is capped whole."""
+    """The audio upload streams to disk under `MAX_AUDIO_BYTES` (`http.uploads`); every other body is capped whole."""
     return path.startswith(f"{API_PREFIX}/sessions/") and path.endswith("/voice")
 
 

@@ -6,8 +6,8 @@ from fastapi import APIRouter, Response, status
 
 from webapp.deps import AUTHENTICATED, AgentDep, DbDep, PageDep, PrincipalDep, RuntimeDep
 from webapp.errors import AgentNotFound
+from webapp.http.openapi import problems
 from webapp.media import remove_session_media
-from webapp.openapi import problems
 from webapp.schemas import AgentCreate, AgentRead, AgentUpdate, Page, SessionCreate, SessionRead, VoiceCatalogRead
 from webapp.services import agents, sessions
 

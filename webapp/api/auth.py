@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, status
 
 from webapp.deps import AUTHENTICATED, DbDep, PrincipalDep, RuntimeDep
 from webapp.errors import ApiKeyNotFound, EmailTaken, InvalidCredentials, RateLimited, SignupDisabled
-from webapp.openapi import problems
+from webapp.http.openapi import problems
 from webapp.schemas import (
     ApiKeyCreate,
     ApiKeyCreated,

@@ -9,8 +9,8 @@ from fastapi.responses import JSONResponse
 
 from webapp.deps import RuntimeDep
 from webapp.errors import NotReady
-from webapp.openapi import problems
-from webapp.problems import problem_response
+from webapp.http.openapi import problems
+from webapp.http.problems import problem_response
 from webapp.schemas import Liveness, Readiness
 from webapp.services import health
 

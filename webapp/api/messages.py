@@ -8,10 +8,10 @@ from fastapi import APIRouter, Header
 from fastapi.responses import FileResponse, Response
 
 from webapp.deps import AUTHENTICATED, DbDep, PrincipalDep, SettingsDep
-from webapp.downloads import file_response
 from webapp.errors import AudioNotFound, InvalidRange, MessageNotFound, UnsatisfiableRange
+from webapp.http.downloads import file_response
+from webapp.http.openapi import AUDIO_MEDIA_TYPES, audio_response, problems
 from webapp.media import media_path
-from webapp.openapi import AUDIO_MEDIA_TYPES, audio_response, problems
 from webapp.services import chats
 
 router = APIRouter(tags=["messages"], dependencies=AUTHENTICATED)

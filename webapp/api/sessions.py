@@ -19,11 +19,11 @@ from webapp.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from webapp.http.openapi import problems, schema_ref, sse_response
+from webapp.http.sse import turn_events
 from webapp.media import remove_session_media
-from webapp.openapi import problems, schema_ref, sse_response
 from webapp.schemas import MessageCreate, MessageRead, Page, SessionRead, SessionUpdate, TurnRead
 from webapp.services import chats, sessions
-from webapp.sse import turn_events
 
 router = APIRouter(tags=["sessions"], dependencies=AUTHENTICATED)
 NOT_FOUND = problems(SessionNotFound)

@@ -28,11 +28,11 @@ from webapp.errors import (
     VoiceTurnNotFound,
     error_from_field,
 )
-from webapp.openapi import audio_response, problems, schema_ref, sse_response, upload_body
+from webapp.http.openapi import audio_response, problems, schema_ref, sse_response, upload_body
+from webapp.http.uploads import receive_file
 from webapp.schemas import VoiceTurnRead
 from webapp.services import voice
 from webapp.services.voice_events import STAGE_ORDER, TERMINAL
-from webapp.uploads import receive_file
 
 router = APIRouter(tags=["voice"], dependencies=AUTHENTICATED)
 

@@ -12,11 +12,11 @@ from sse_starlette import EventSourceResponse
 
 from webapp.deps import DbDep, RuntimeDep
 from webapp.errors import ValidationFailed
+from webapp.http.sse import turn_events
 from webapp.models import ChatSession
 from webapp.pages.rendering import BrowserDep, render, templates
 from webapp.schemas import MessageCreate, MessageRead, SessionRead, TurnRead
 from webapp.services import accounts, chats, sessions
-from webapp.sse import turn_events
 
 router = APIRouter(include_in_schema=False)
 HISTORY_LIMIT = 100

@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import Depends, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 
 from webapp.deps import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE, RuntimeDep, check_csrf
 from webapp.errors import AppError
+from webapp.http import problems
 from webapp.services import accounts
 from webapp.services.accounts import Principal
 from webapp.services.runtime import Runtime
@@ -109,6 +110,17 @@ def wants_page(request: Request) -> bool:
     return not request.url.path.startswith("/api/") and (
         "HX-Request" in request.headers or "text/html" in request.headers.get("accept", "")
     )
+
+
+def page_errors(request: Request, error: AppError) -> Response | None:
+    """`http.problems`' hook: a browser on a page gets the problem as a fragment or a page; API clients get None."""
+    return error_page(request, error) if wants_page(request) else None
+
+
+def install(app: FastAPI) -> None:
+    """The pages' own error handling: errors as HTML for browsers, and a redirect to sign in."""
+    problems.install(app, page_errors=page_errors)
+    app.add_exception_handler(SignInRequired, sign_in_redirect)
 
 
 def error_page(request: Request, error: AppError) -> Response:

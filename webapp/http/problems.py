@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -11,7 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Mount
 
 from webapp.errors import AppError, HttpError, MethodNotAllowed, NotFound, ValidationFailed
-from webapp.security_headers import ALWAYS
+from webapp.http.security_headers import ALWAYS
 
 log = logging.getLogger(__name__)
 
@@ -22,12 +23,15 @@ def problem_response(error: AppError) -> JSONResponse:
     return JSONResponse(error.problem(), status_code=error.status, headers=error.headers, media_type=PROBLEM_JSON)
 
 
+PageErrors = Callable[[Request, AppError], Response | None]
+"""The pages' own rendering of an error (a fragment or a page for a browser), or None to answer a problem document."""
+
+
 async def _app_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AppError)
-    from webapp.pages.rendering import error_page, wants_page
-
-    if wants_page(request):  # a browser on a page: the same problem, as a fragment or a page
-        return error_page(request, exc)
+    page_errors: PageErrors | None = getattr(request.app.state, "page_errors", None)
+    if page_errors is not None and (page := page_errors(request, exc)) is not None:
+        return page
     return problem_response(exc)
 
 
@@ -76,11 +80,10 @@ async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
     return response
 
 
-def install(app: FastAPI) -> None:
-    from webapp.pages.rendering import SignInRequired, sign_in_redirect
-
+def install(app: FastAPI, *, page_errors: PageErrors | None = None) -> None:
+    """Render every error as a problem document, except where `page_errors` renders it for a browser."""
+    app.state.page_errors = page_errors
     app.add_exception_handler(AppError, _app_error)
-    app.add_exception_handler(SignInRequired, sign_in_redirect)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from webapp.errors import NotFound, RequestTooLarge
-from webapp.problems import problem_response
+from webapp.http.problems import problem_response
 
 
 class HeadAsGet:

@@ -18,7 +18,7 @@ from fastapi.routing import APIRoute
 
 from webapp.audio import FORMATS
 from webapp.errors import AppError, CsrfFailed, RequestTooLarge, Unauthorized, ValidationFailed
-from webapp.problems import PROBLEM_JSON
+from webapp.http.problems import PROBLEM_JSON
 
 PROBLEM_SCHEMA: dict[str, Any] = {
     "title": "Problem",
