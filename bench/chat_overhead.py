@@ -41,8 +41,8 @@ REQUEST_TIMEOUT_S = 30.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PROFILE_GROUPS: list[tuple[str, Sequence[str]]] = [
     ("openai SDK: request params transform", ["openai/_utils/_transform.py"]),
-    ("SQLAlchemy + aiosqlite (with SQL run by the turn lock)", ["sqlalchemy/", "aiosqlite/"]),
-    ("turn lock, besides its SQL", ["webapp/services/turn_lock.py"]),
+    ("SQLAlchemy + aiosqlite (with SQL run by the turn engine)", ["sqlalchemy/", "aiosqlite/"]),
+    ("turn engine, besides its SQL", ["webapp/services/turns.py"]),
     ("openai SDK + aiohttp client: the rest", ["openai/", "aiohttp/client"]),
     ("FastAPI, Starlette, pydantic", ["fastapi/", "starlette/", "pydantic"]),
     ("Parley's own code, besides the above", ["webapp/"]),

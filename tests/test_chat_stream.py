@@ -9,12 +9,12 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import openai_settings, sign_up
+from tests.apps import make_settings, openai_settings, serve
 from tests.fake_openai import CHAT, FakeOpenAI, Scripted
-from tests.helpers import create_agent, create_session, history, parse_sse
+from tests.helpers import history, new_chat, parse_sse, sign_up
 from webapp.config import Settings
 from webapp.errors import UpstreamTimeout
-from webapp.services.chats import END_OF_TOKENS, ErrorEvent, RunningTurn, TokenEvent
+from webapp.services.turns import END_OF_TOKENS, ErrorEvent, RunningTurn, TokenEvent
 
 SSE = {"accept": "text/event-stream"}
 
@@ -25,12 +25,10 @@ def settings(database_url: str, tmp_path: Path, upstream: FakeOpenAI) -> Setting
 
 
 async def test_stream_sends_tokens_then_done_with_the_stored_turn(
-    client: httpx.AsyncClient, upstream: FakeOpenAI
+    client: httpx.AsyncClient, chat: dict[str, Any], upstream: FakeOpenAI
 ) -> None:
-    agent = await create_agent(client)
-    session = await create_session(client, agent["id"])
     upstream.push(CHAT, Scripted(stream=["Hel", "lo", " there", "!"]))
-    response = await client.post(f"/sessions/{session['id']}/messages", json={"content": "hi"}, headers=SSE)
+    response = await client.post(f"/sessions/{chat['id']}/messages", json={"content": "hi"}, headers=SSE)
     assert response.status_code == 201
     assert response.headers["content-type"].startswith("text/event-stream")
     events = parse_sse(response.text)
@@ -41,15 +39,12 @@ async def test_stream_sends_tokens_then_done_with_the_stored_turn(
     assert done["assistant_message"]["usage"]["completion_tokens"] > 0  # from the stream's usage chunk
     assert upstream.received(CHAT)[0].json["stream"] is True
     assert upstream.received(CHAT)[0].json["stream_options"] == {"include_usage": True}
-    assert await history(client, session["id"]) == [done["user_message"], done["assistant_message"]]
+    assert await history(client, chat["id"]) == [done["user_message"], done["assistant_message"]]
 
 
 async def test_offline_provider_streams_too(database_url: str, tmp_path: Path) -> None:
-    from tests.conftest import make_settings, serve
-
     async with serve(make_settings(database_url, tmp_path)) as client:
-        agent = await create_agent(client)
-        session = await create_session(client, agent["id"])
+        session = await new_chat(client)
         response = await client.post(f"/sessions/{session['id']}/messages", json={"content": "hi"}, headers=SSE)
     events = parse_sse(response.text)
     tokens = "".join(data["delta"] for name, data in events if name == "token")
@@ -57,23 +52,22 @@ async def test_offline_provider_streams_too(database_url: str, tmp_path: Path) -
     assert tokens == events[-1][1]["assistant_message"]["content"]
 
 
-async def test_malformed_stream_chunk_ends_with_error_event(client: httpx.AsyncClient, upstream: FakeOpenAI) -> None:
-    agent = await create_agent(client)
-    session = await create_session(client, agent["id"])
+async def test_malformed_stream_chunk_ends_with_error_event(
+    client: httpx.AsyncClient, chat: dict[str, Any], upstream: FakeOpenAI
+) -> None:
     upstream.push(CHAT, Scripted(stream=["partial "], broken_chunk=True))
-    response = await client.post(f"/sessions/{session['id']}/messages", json={"content": "hi"}, headers=SSE)
+    response = await client.post(f"/sessions/{chat['id']}/messages", json={"content": "hi"}, headers=SSE)
     events = parse_sse(response.text)
     assert events[0] == ("token", {"delta": "partial "})
     assert events[-1][0] == "error" and events[-1][1]["code"] == "upstream_unavailable"
-    failed = (await history(client, session["id"]))[-1]
+    failed = (await history(client, chat["id"]))[-1]
     assert failed["status"] == "failed" and failed["error"]["code"] == "upstream_unavailable"
 
 
 async def test_client_disconnect_mid_stream_still_stores_the_reply(live_url: str, upstream: FakeOpenAI) -> None:
     async with httpx.AsyncClient(base_url=f"{live_url}/api/v1") as client:
         await sign_up(client)
-        agent = await create_agent(client)
-        session = await create_session(client, agent["id"])
+        session = await new_chat(client)
         words = [f"w{i} " for i in range(20)]
         upstream.push(CHAT, Scripted(stream=words, chunk_delay=0.05))
         async with client.stream(
@@ -92,12 +86,12 @@ async def test_client_disconnect_mid_stream_still_stores_the_reply(live_url: str
         assert messages[1]["content"] == "".join(words) and messages[1]["status"] == "complete"
 
 
-async def test_nul_characters_from_the_provider_are_dropped(client: httpx.AsyncClient, upstream: FakeOpenAI) -> None:
+async def test_nul_characters_from_the_provider_are_dropped(
+    client: httpx.AsyncClient, chat: dict[str, Any], upstream: FakeOpenAI
+) -> None:
     # They mean nothing in text, and PostgreSQL cannot store them: the reply must still be stored, without them.
-    agent = await create_agent(client)
-    session = await create_session(client, agent["id"])
     upstream.push(CHAT, Scripted(stream=["Hel\x00lo", "\x00", " there"]))
-    streamed = await client.post(f"/sessions/{session['id']}/messages", json={"content": "hi"}, headers=SSE)
+    streamed = await client.post(f"/sessions/{chat['id']}/messages", json={"content": "hi"}, headers=SSE)
     events = parse_sse(streamed.text)
     assert [data["delta"] for name, data in events if name == "token"] == ["Hello", " there"]
     assert events[-1][1]["assistant_message"]["content"] == "Hello there"
@@ -109,9 +103,9 @@ async def test_nul_characters_from_the_provider_are_dropped(client: httpx.AsyncC
         "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "a\x00b"}}],
     }
     upstream.push(CHAT, Scripted(body=completion))
-    plain = await client.post(f"/sessions/{session['id']}/messages", json={"content": "again"})
+    plain = await client.post(f"/sessions/{chat['id']}/messages", json={"content": "again"})
     assert plain.status_code == 201 and plain.json()["assistant_message"]["content"] == "ab"
-    assert [m["content"] for m in await history(client, session["id"])][1::2] == ["Hello there", "ab"]
+    assert [m["content"] for m in await history(client, chat["id"])][1::2] == ["Hello there", "ab"]
 
 
 @pytest.mark.parametrize(

@@ -98,6 +98,7 @@ def test_dropped_event_stream_is_one_line(server: Server, tmp_path: Path) -> Non
         token = client.headers["Authorization"]
     path = f"/api/v1/voice-turns/{turn.json()['id']}/events"
     offset = server.log_path.stat().st_size
+    assert "went away" not in server.log_path.read_text(), "a request that ran its course was logged as gone"
 
     with connect(server) as sock:
         sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {token}\r\n\r\n".encode())
@@ -109,7 +110,6 @@ def test_dropped_event_stream_is_one_line(server: Server, tmp_path: Path) -> Non
         assert received.startswith(b"HTTP/1.1 200"), received
         # The first event (the turn's current state) has arrived; the turn is far from done. Hang up.
 
-    assert "went away" not in server.log_path.read_text(), "a request that ran its course was logged as gone"
     lines = wait_for_line(server, offset, "went away")
     about = [line for line in lines if "went away" in line]
     assert len(about) == 1, lines

@@ -7,18 +7,15 @@ thread hop per request and lets requests overtake each other.
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Path, Query, Request
+from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from webapp.config import Settings
 from webapp.errors import CsrfFailed, Unauthorized
-from webapp.models import Agent, ChatSession
-from webapp.services import accounts, agents, sessions
+from webapp.services import accounts
 from webapp.services.accounts import Principal
 from webapp.services.runtime import Runtime
 
@@ -36,19 +33,6 @@ async def get_settings(runtime: RuntimeDep) -> Settings:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-
-
-async def get_db(request: Request, runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
-    """One transaction per request, committed before the response is sent (a write transaction unless reading)."""
-    if request.method in ("GET", "HEAD"):
-        async with runtime.db.read() as db:
-            yield db
-        return
-    async with runtime.db.write() as db:
-        yield db
-
-
-DbDep = Annotated[AsyncSession, Depends(get_db, scope="function")]
 
 
 @dataclass(frozen=True)
@@ -73,6 +57,7 @@ SESSION_COOKIE = "parley_session"
 CSRF_COOKIE = "parley_csrf"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 bearer_scheme = HTTPBearer(
     auto_error=False,
@@ -118,34 +103,27 @@ async def get_principal(
         if principal is None:
             raise Unauthorized("The bearer token is not valid: expired, revoked or mistyped.")
         return principal
-    cookie = request.cookies.get(SESSION_COOKIE)
-    principal = accounts.read_token(secret=runtime.secret_key, token=cookie) if cookie else None
+    principal = await browser_principal(request, runtime)
     if principal is None:
         raise Unauthorized("Sign in, or send `Authorization: Bearer <API key or access token>`.")
-    if request.method not in SAFE_METHODS:
-        check_csrf(request, request.headers.get(CSRF_HEADER), secret=runtime.secret_key)
+    return principal
+
+
+async def browser_principal(request: Request, runtime: Runtime) -> Principal | None:
+    """The signed-in browser, from its session cookie (None without a valid one); a change must also carry the
+    session's CSRF token, in the `X-CSRF-Token` header or a form's `csrf_token` field. The API and the pages both
+    come here: the one cookie check."""
+    cookie = request.cookies.get(SESSION_COOKIE)
+    principal = accounts.read_token(secret=runtime.secret_key, token=cookie) if cookie else None
+    if principal is not None and request.method not in SAFE_METHODS:
+        submitted = request.headers.get(CSRF_HEADER)
+        if submitted is None and request.headers.get("content-type", "").startswith(FORM_TYPES):
+            # Starlette keeps the parsed form for the route; it is read before any transaction opens.
+            submitted = str((await request.form()).get("csrf_token", ""))
+        check_csrf(request, submitted, secret=runtime.secret_key)
     return principal
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 AUTHENTICATED = [Depends(get_principal)]
 """Router dependencies: authentication runs before anything else the route needs (notably its transaction)."""
-
-
-# --- loaders ---------------------------------------------------------------------------------------------------------
-
-
-async def load_agent(db: DbDep, principal: PrincipalDep, agent_id: Annotated[str, Path()]) -> Agent:
-    return await agents.get_agent(db=db, owner_id=principal.user_id, agent_id=agent_id)
-
-
-AgentDep = Annotated[Agent, Depends(load_agent)]
-
-
-async def load_chat(
-    db: DbDep, principal: PrincipalDep, session_id: Annotated[str, Path()]
-) -> tuple[ChatSession, Agent]:
-    return await sessions.get_session(db=db, owner_id=principal.user_id, session_id=session_id)
-
-
-ChatDep = Annotated[tuple[ChatSession, Agent], Depends(load_chat)]

@@ -29,7 +29,7 @@ from webapp.services import accounts
 from webapp.services import voice as voice_service
 from webapp.services.limits import RateLimiter
 from webapp.services.runtime import Runtime, cancel_and_wait
-from webapp.services.turn_lock import TurnLocks
+from webapp.services.turns import TurnLocks
 
 API_PREFIX = "/api/v1"
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static"

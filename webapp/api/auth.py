@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, status
 
-from webapp.deps import AUTHENTICATED, DbDep, PrincipalDep, RuntimeDep
+from webapp.deps import AUTHENTICATED, PrincipalDep, RuntimeDep
 from webapp.errors import ApiKeyNotFound, EmailTaken, InvalidCredentials, RateLimited, SignupDisabled
 from webapp.http.openapi import problems
 from webapp.schemas import (
@@ -62,23 +62,22 @@ async def login(data: LoginRequest, request: Request, runtime: RuntimeDep) -> To
 
 
 @router.get("/me", summary="Who am I")
-async def get_me(principal: PrincipalDep, db: DbDep) -> UserRead:
+async def get_me(principal: PrincipalDep, runtime: RuntimeDep) -> UserRead:
     """The signed-in account."""
-    return UserRead.model_validate(await accounts.get_user(db=db, user_id=principal.user_id))
+    return await accounts.me(runtime, user_id=principal.user_id)
 
 
 @router.post("/api-keys", status_code=status.HTTP_201_CREATED, summary="Create an API key")
-async def create_api_key(data: ApiKeyCreate, principal: PrincipalDep, db: DbDep) -> ApiKeyCreated:
+async def create_api_key(data: ApiKeyCreate, principal: PrincipalDep, runtime: RuntimeDep) -> ApiKeyCreated:
     """Create an API key; its secret is in this response only."""
-    key, secret = await accounts.create_api_key(db=db, user_id=principal.user_id, name=data.name)
-    return ApiKeyCreated(id=key.id, name=key.name, prefix=key.prefix, created_at=key.created_at, secret=secret)
+    return await accounts.create_api_key(runtime, user_id=principal.user_id, name=data.name)
 
 
 @router.get("/api-keys", summary="List API keys")
-async def list_api_keys(principal: PrincipalDep, db: DbDep) -> Page[ApiKeyRead]:
+async def list_api_keys(principal: PrincipalDep, runtime: RuntimeDep) -> Page[ApiKeyRead]:
     """Your API keys, oldest first (never their secrets); all on one page."""
-    keys = await accounts.list_api_keys(db=db, user_id=principal.user_id)
-    return Page[ApiKeyRead](items=[ApiKeyRead.model_validate(k) for k in keys], next_cursor=None)
+    keys = await accounts.list_api_keys(runtime, user_id=principal.user_id)
+    return Page[ApiKeyRead](items=keys, next_cursor=None)
 
 
 @router.delete(
@@ -87,6 +86,6 @@ async def list_api_keys(principal: PrincipalDep, db: DbDep) -> Page[ApiKeyRead]:
     summary="Revoke an API key",
     responses=problems(ApiKeyNotFound),
 )
-async def delete_api_key(key_id: str, principal: PrincipalDep, db: DbDep) -> None:
+async def delete_api_key(key_id: str, principal: PrincipalDep, runtime: RuntimeDep) -> None:
     """Revoke an API key at once."""
-    await accounts.delete_api_key(db=db, user_id=principal.user_id, key_id=key_id)
+    await accounts.delete_api_key(runtime, user_id=principal.user_id, key_id=key_id)

@@ -7,12 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Header
 from fastapi.responses import FileResponse, Response
 
-from webapp.deps import AUTHENTICATED, DbDep, PrincipalDep, SettingsDep
+from webapp.deps import AUTHENTICATED, PrincipalDep, RuntimeDep
 from webapp.errors import AudioNotFound, InvalidRange, MessageNotFound, UnsatisfiableRange
 from webapp.http.downloads import file_response
 from webapp.http.openapi import AUDIO_MEDIA_TYPES, audio_response, problems
-from webapp.media import media_path
-from webapp.services import chats
+from webapp.services import messages
 
 router = APIRouter(tags=["messages"], dependencies=AUTHENTICATED)
 
@@ -33,8 +32,7 @@ router = APIRouter(tags=["messages"], dependencies=AUTHENTICATED)
 )
 async def get_message_audio(
     message_id: str,
-    db: DbDep,
-    settings: SettingsDep,
+    runtime: RuntimeDep,
     principal: PrincipalDep,
     byte_range: Annotated[str | None, Header(alias="Range", description="For example `bytes=0-1023`.")] = None,
     if_range: Annotated[str | None, Header(description="Serve the `Range` only if this is still the `ETag`.")] = None,
@@ -42,15 +40,10 @@ async def get_message_audio(
     if_modified_since: Annotated[str | None, Header(description="The `Last-Modified` of your copy.")] = None,
 ) -> Response:
     """A voice message's audio: the user's recording as uploaded, or the agent's spoken reply (Range supported)."""
-    message = await chats.get_message(db=db, owner_id=principal.user_id, message_id=message_id)
-    if message.audio_path is None or message.audio_content_type is None:
-        raise AudioNotFound(f"Message {message_id!r} has no audio.")
-    path = media_path(settings, message.audio_path)
-    if not path.is_file():
-        raise AudioNotFound(f"The audio of message {message_id!r} is missing from storage.")
+    path, content_type = await messages.audio(runtime, owner_id=principal.user_id, message_id=message_id)
     return file_response(
         path,
-        message.audio_content_type,
+        content_type,
         byte_range=byte_range,
         if_range=if_range,
         if_none_match=if_none_match,

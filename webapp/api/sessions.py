@@ -8,7 +8,7 @@ from fastapi import APIRouter, Header, status
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse
 
-from webapp.deps import AUTHENTICATED, ChatDep, DbDep, PageDep, PrincipalDep, RuntimeDep
+from webapp.deps import AUTHENTICATED, PageDep, PrincipalDep, RuntimeDep
 from webapp.errors import (
     RateLimited,
     SessionBusy,
@@ -21,9 +21,8 @@ from webapp.errors import (
 )
 from webapp.http.openapi import problems, schema_ref, sse_response
 from webapp.http.sse import turn_events
-from webapp.media import remove_session_media
 from webapp.schemas import MessageCreate, MessageRead, Page, SessionRead, SessionUpdate, TurnRead
-from webapp.services import chats, sessions
+from webapp.services import messages, sessions, turns
 
 router = APIRouter(tags=["sessions"], dependencies=AUTHENTICATED)
 NOT_FOUND = problems(SessionNotFound)
@@ -31,34 +30,35 @@ TOKEN_EVENT = {"type": "object", "required": ["delta"], "properties": {"delta": 
 
 
 @router.get("/sessions/{session_id}", summary="Get a session", responses=NOT_FOUND)
-async def get_session(chat: ChatDep) -> SessionRead:
+async def get_session(session_id: str, runtime: RuntimeDep, principal: PrincipalDep) -> SessionRead:
     """Get one session, with its agent's id and name."""
-    session, agent = chat
-    return SessionRead.of(session, agent_name=agent.name)
+    return await sessions.get(runtime, owner_id=principal.user_id, session_id=session_id)
 
 
 @router.patch("/sessions/{session_id}", summary="Rename a session", responses=NOT_FOUND)
-async def rename_session(chat: ChatDep, data: SessionUpdate, db: DbDep) -> SessionRead:
+async def rename_session(
+    session_id: str, data: SessionUpdate, runtime: RuntimeDep, principal: PrincipalDep
+) -> SessionRead:
     """Rename a session."""
-    session, agent = chat
-    return await sessions.rename_session(db=db, chat=session, agent=agent, title=data.title)
+    return await sessions.rename(runtime, owner_id=principal.user_id, session_id=session_id, title=data.title)
 
 
 @router.delete(
     "/sessions/{session_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a session", responses=NOT_FOUND
 )
-async def delete_session(chat: ChatDep, db: DbDep, runtime: RuntimeDep) -> None:
+async def delete_session(session_id: str, runtime: RuntimeDep, principal: PrincipalDep) -> None:
     """Delete a session with its messages and audio."""
-    await sessions.delete_session(db=db, chat=chat[0])
-    await db.commit()
-    await remove_session_media(runtime.settings, [chat[0].id])
+    await sessions.delete_session(runtime, owner_id=principal.user_id, session_id=session_id)
 
 
 @router.get("/sessions/{session_id}/messages", tags=["messages"], summary="List messages", responses=NOT_FOUND)
-async def list_messages(chat: ChatDep, db: DbDep, page: PageDep) -> Page[MessageRead]:
+async def list_messages(
+    session_id: str, runtime: RuntimeDep, principal: PrincipalDep, page: PageDep
+) -> Page[MessageRead]:
     """The session's history, oldest first."""
-    items, next_cursor = await chats.list_messages(db=db, chat=chat[0], limit=page.limit, cursor=page.cursor)
-    return Page[MessageRead](items=items, next_cursor=next_cursor)
+    return await messages.list_messages(
+        runtime, owner_id=principal.user_id, session_id=session_id, limit=page.limit, cursor=page.cursor
+    )
 
 
 @router.post(
@@ -97,10 +97,7 @@ async def send_message(
     """Send a message and get the agent's reply (streamed with `Accept: text/event-stream`)."""
     # No request transaction here: the turn opens its own short ones around the call to the model.
     stream = "text/event-stream" in accept
-    runtime.message_limiter.check(principal.user_id)
-    turn = chats.start_turn(
-        runtime, owner_id=principal.user_id, session_id=session_id, content=data.content, stream=stream
-    )
+    turn = turns.send(runtime, owner_id=principal.user_id, session_id=session_id, content=data.content, stream=stream)
     if stream:
         await turn.user_message()  # errors before anything is stored keep their own status (404, 409)
         events = turn_events(turn.events(), done=lambda done: done.model_dump(mode="json"))

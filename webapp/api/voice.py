@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, status
@@ -74,15 +75,11 @@ async def create_voice_turn(
     wait: Annotated[bool, Query(description="Answer only when the turn has finished, with the reply audio.")] = False,
 ) -> Any:
     """Send a recording; the agent's spoken reply follows through the voice turn."""
-    runtime.voice_limiter.check(principal.user_id)
-    await voice.ensure_session(runtime, owner_id=principal.user_id, session_id=session_id)
-    upload = voice.incoming_path(runtime, session_id=session_id)
-    try:
-        await receive_file(request, field="audio", dest=upload, max_bytes=runtime.settings.max_audio_bytes)
-    except BaseException:
-        upload.unlink(missing_ok=True)
-        raise
-    turn = await voice.submit(runtime, owner_id=principal.user_id, session_id=session_id, upload=upload)
+
+    async def receive(dest: Path) -> None:
+        await receive_file(request, field="audio", dest=dest, max_bytes=runtime.settings.max_audio_bytes)
+
+    turn = await voice.accept(runtime, owner_id=principal.user_id, session_id=session_id, receive=receive)
     if not wait:
         return JSONResponse(
             turn.model_dump(mode="json"),

@@ -9,7 +9,7 @@ from typing import Any
 from sse_starlette import ServerSentEvent
 
 from webapp.schemas import TurnRead
-from webapp.services.chats import DoneEvent, ErrorEvent, TokenEvent, TurnEvent
+from webapp.services.turns import DoneEvent, ErrorEvent, TokenEvent, TurnEvent
 
 
 async def turn_events(

@@ -6,12 +6,9 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from pydantic import ValidationError
 
-from webapp.deps import DbDep, RuntimeDep
-from webapp.errors import ValidationFailed
-from webapp.media import remove_session_media
-from webapp.pages.rendering import BrowserDep, render
+from webapp.deps import RuntimeDep
+from webapp.pages.rendering import BrowserDep, render, validated
 from webapp.schemas import AgentCreate, AgentUpdate
 from webapp.services import accounts, agents
 
@@ -26,16 +23,15 @@ def _form_fields(form: Any) -> dict[str, str | None]:
 
 
 @router.get("/")
-async def agents_page(request: Request, runtime: RuntimeDep, principal: BrowserDep, db: DbDep) -> Response:
-    user = await accounts.get_user(db=db, user_id=principal.user_id)
-    items, _ = await agents.list_agents(db=db, owner_id=principal.user_id, limit=100, cursor=None)
-    voices = await agents.list_voices(provider=runtime.provider)
+async def agents_page(request: Request, runtime: RuntimeDep, principal: BrowserDep) -> Response:
+    owner_id = principal.user_id
+    voices = await agents.voices(runtime)
     return render(
         request,
         runtime,
         "agents.html",
-        user=user,
-        agents=await agents.read_agents(agents=items, provider=runtime.provider),
+        user=await accounts.me(runtime, user_id=owner_id),
+        agents=(await agents.list_agents(runtime, owner_id=owner_id, limit=100, cursor=None)).items,
         voices=voices,
         default_model=runtime.settings.chat_model,
         default_voice=voices.default,
@@ -43,54 +39,31 @@ async def agents_page(request: Request, runtime: RuntimeDep, principal: BrowserD
 
 
 @router.post("/agents")
-async def create_agent(request: Request, runtime: RuntimeDep, principal: BrowserDep, db: DbDep) -> Response:
-    try:
-        data = AgentCreate.model_validate(_form_fields(await request.form()))
-    except ValidationError as exc:
-        raise ValidationFailed.from_errors(exc.errors()) from None
-    agent = await agents.create_agent(db=db, settings=runtime.settings, owner_id=principal.user_id, data=data)
-    return render(
-        request, runtime, "_agent.html", agent=await agents.read_agent(agent=agent, provider=runtime.provider)
-    )
+async def create_agent(request: Request, runtime: RuntimeDep, principal: BrowserDep) -> Response:
+    data = validated(AgentCreate, _form_fields(await request.form()))
+    agent = await agents.create(runtime, owner_id=principal.user_id, data=data)
+    return render(request, runtime, "_agent.html", agent=agent)
 
 
 @router.get("/agents/{agent_id}/{view}")
 async def agent_fragment(
-    agent_id: str,
-    view: Literal["item", "edit"],
-    request: Request,
-    runtime: RuntimeDep,
-    principal: BrowserDep,
-    db: DbDep,
+    agent_id: str, view: Literal["item", "edit"], request: Request, runtime: RuntimeDep, principal: BrowserDep
 ) -> Response:
     """One agent as its list item, or as the form that edits it in place."""
-    agent = await agents.get_agent(db=db, owner_id=principal.user_id, agent_id=agent_id)
-    shown = await agents.read_agent(agent=agent, provider=runtime.provider)
+    agent = await agents.get(runtime, owner_id=principal.user_id, agent_id=agent_id)
     if view == "item":
-        return render(request, runtime, "_agent.html", agent=shown)
-    voices = await agents.list_voices(provider=runtime.provider)
-    return render(request, runtime, "_agent_edit.html", agent=shown, voices=voices)
+        return render(request, runtime, "_agent.html", agent=agent)
+    return render(request, runtime, "_agent_edit.html", agent=agent, voices=await agents.voices(runtime))
 
 
 @router.post("/agents/{agent_id}")
-async def update_agent(
-    agent_id: str, request: Request, runtime: RuntimeDep, principal: BrowserDep, db: DbDep
-) -> Response:
-    agent = await agents.get_agent(db=db, owner_id=principal.user_id, agent_id=agent_id)
-    try:
-        data = AgentUpdate.model_validate(_form_fields(await request.form()))
-    except ValidationError as exc:
-        raise ValidationFailed.from_errors(exc.errors()) from None
-    agent = await agents.update_agent(db=db, settings=runtime.settings, agent=agent, data=data)
-    return render(
-        request, runtime, "_agent.html", agent=await agents.read_agent(agent=agent, provider=runtime.provider)
-    )
+async def update_agent(agent_id: str, request: Request, runtime: RuntimeDep, principal: BrowserDep) -> Response:
+    data = validated(AgentUpdate, _form_fields(await request.form()))
+    agent = await agents.update(runtime, owner_id=principal.user_id, agent_id=agent_id, data=data)
+    return render(request, runtime, "_agent.html", agent=agent)
 
 
 @router.post("/agents/{agent_id}/delete")
-async def delete_agent(agent_id: str, runtime: RuntimeDep, principal: BrowserDep, db: DbDep) -> Response:
-    agent = await agents.get_agent(db=db, owner_id=principal.user_id, agent_id=agent_id)
-    session_ids = await agents.delete_agent(db=db, agent=agent)
-    await db.commit()
-    await remove_session_media(runtime.settings, session_ids)
+async def delete_agent(agent_id: str, runtime: RuntimeDep, principal: BrowserDep) -> Response:
+    await agents.delete_agent(runtime, owner_id=principal.user_id, agent_id=agent_id)
     return Response("")  # swapped in place of the item: it disappears

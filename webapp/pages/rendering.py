@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import urlencode
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
+from pydantic import BaseModel, ValidationError
 
-from webapp.deps import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE, RuntimeDep, check_csrf
-from webapp.errors import AppError
+from webapp.deps import CSRF_COOKIE, SESSION_COOKIE, RuntimeDep, browser_principal
+from webapp.errors import AppError, ValidationFailed
 from webapp.http import problems
 from webapp.services import accounts
 from webapp.services.accounts import Principal
@@ -40,6 +42,9 @@ templates.env.filters["when"] = _utc_text
 templates.env.filters["timestamp"] = _time_element
 
 
+M = TypeVar("M", bound=BaseModel)
+
+
 class SignInRequired(Exception):
     """A page needs a signed-in browser: answered with a redirect to the sign-in form."""
 
@@ -60,21 +65,25 @@ def csrf_token(request: Request, runtime: Runtime) -> str:
 
 
 def page_principal(request: Request, runtime: Runtime) -> Principal | None:
+    """Who is signed in, for showing a page (changes go through `require_browser`, which checks CSRF too)."""
     cookie = request.cookies.get(SESSION_COOKIE)
     return accounts.read_token(secret=runtime.secret_key, token=cookie) if cookie else None
 
 
 async def require_browser(request: Request, runtime: RuntimeDep) -> Principal:
-    """The signed-in browser's principal; a change must also carry the CSRF token (header or form field)."""
-    principal = page_principal(request, runtime)
+    """The signed-in browser (the API's own cookie check, CSRF included); else to the sign-in page."""
+    principal = await browser_principal(request, runtime)
     if principal is None:
         raise SignInRequired
-    if request.method not in ("GET", "HEAD"):
-        # Read the form now (Starlette keeps it): before the route's transaction opens, not while it is held.
-        form = await request.form()
-        submitted = request.headers.get(CSRF_HEADER) or str(form.get("csrf_token", ""))
-        check_csrf(request, submitted, secret=runtime.secret_key)
     return principal
+
+
+def validated(model: type[M], fields: Mapping[str, Any]) -> M:
+    """A form's fields as the API's input model, or the API's 422 `validation_failed`."""
+    try:
+        return model.model_validate(dict(fields))
+    except ValidationError as exc:
+        raise ValidationFailed.from_errors(exc.errors()) from None
 
 
 def local_path(target: str | None, default: str = "/") -> str:

@@ -6,12 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import RedirectResponse, Response
-from pydantic import ValidationError
 
-from webapp.deps import DbDep, RuntimeDep
-from webapp.errors import ValidationFailed
-from webapp.media import remove_session_media
-from webapp.pages.rendering import BrowserDep, render
+from webapp.deps import RuntimeDep
+from webapp.pages.rendering import BrowserDep, render, validated
 from webapp.schemas import SessionUpdate
 from webapp.services import accounts, agents, sessions
 
@@ -19,19 +16,17 @@ router = APIRouter(include_in_schema=False)
 
 
 @router.get("/agents/{agent_id}")
-async def sessions_page(
-    agent_id: str, request: Request, runtime: RuntimeDep, principal: BrowserDep, db: DbDep
-) -> Response:
-    agent = await agents.get_agent(db=db, owner_id=principal.user_id, agent_id=agent_id)
-    user = await accounts.get_user(db=db, user_id=principal.user_id)
-    items, _ = await sessions.list_sessions(db=db, agent=agent, limit=100, cursor=None)
-    return render(request, runtime, "sessions.html", user=user, agent=agent, sessions=items)
+async def sessions_page(agent_id: str, request: Request, runtime: RuntimeDep, principal: BrowserDep) -> Response:
+    owner_id = principal.user_id
+    agent = await agents.get(runtime, owner_id=owner_id, agent_id=agent_id)
+    chats = await sessions.list_sessions(runtime, owner_id=owner_id, agent_id=agent_id, limit=100, cursor=None)
+    user = await accounts.me(runtime, user_id=owner_id)
+    return render(request, runtime, "sessions.html", user=user, agent=agent, sessions=chats.items)
 
 
 @router.post("/agents/{agent_id}/sessions")
-async def start_session(agent_id: str, principal: BrowserDep, db: DbDep) -> Response:
-    agent = await agents.get_agent(db=db, owner_id=principal.user_id, agent_id=agent_id)
-    chat = await sessions.create_session(db=db, agent=agent, title=None)
+async def start_session(agent_id: str, runtime: RuntimeDep, principal: BrowserDep) -> Response:
+    chat = await sessions.create(runtime, owner_id=principal.user_id, agent_id=agent_id)
     return RedirectResponse(f"/sessions/{chat.id}", status_code=303)
 
 
@@ -41,22 +36,14 @@ async def rename_session(
     request: Request,
     runtime: RuntimeDep,
     principal: BrowserDep,
-    db: DbDep,
     hx_prompt: Annotated[str, Header()] = "",
 ) -> Response:
-    chat, agent = await sessions.get_session(db=db, owner_id=principal.user_id, session_id=session_id)
-    try:
-        title = SessionUpdate(title=hx_prompt).title
-    except ValidationError as exc:
-        raise ValidationFailed.from_errors(exc.errors()) from None
-    session = await sessions.rename_session(db=db, chat=chat, agent=agent, title=title)
+    title = validated(SessionUpdate, {"title": hx_prompt}).title
+    session = await sessions.rename(runtime, owner_id=principal.user_id, session_id=session_id, title=title)
     return render(request, runtime, "_session.html", session=session)
 
 
 @router.post("/sessions/{session_id}/delete")
-async def delete_session(session_id: str, runtime: RuntimeDep, principal: BrowserDep, db: DbDep) -> Response:
-    chat, _ = await sessions.get_session(db=db, owner_id=principal.user_id, session_id=session_id)
-    await sessions.delete_session(db=db, chat=chat)
-    await db.commit()
-    await remove_session_media(runtime.settings, [chat.id])
+async def delete_session(session_id: str, runtime: RuntimeDep, principal: BrowserDep) -> Response:
+    await sessions.delete_session(runtime, owner_id=principal.user_id, session_id=session_id)
     return Response("")

@@ -23,7 +23,9 @@ from webapp.config import Settings
 from webapp.db import Database, utcnow
 from webapp.errors import ApiKeyNotFound, EmailTaken, InvalidCredentials, SignupDisabled, Unauthorized
 from webapp.models import Agent, ApiKey, User
+from webapp.schemas import ApiKeyCreated, ApiKeyRead, UserRead
 from webapp.services.limits import SignInThrottle
+from webapp.services.runtime import Runtime
 
 TOKEN_PREFIX = "pat_"
 """Access tokens (from sign-in) start with this; API keys with `API_KEY_PREFIX`."""
@@ -132,6 +134,12 @@ async def sign_in(*, database: Database, throttle: SignInThrottle, email: str, p
     return user
 
 
+async def me(runtime: Runtime, *, user_id: str) -> UserRead:
+    """The signed-in account."""
+    async with runtime.db.read() as db:
+        return UserRead.model_validate(await get_user(db=db, user_id=user_id))
+
+
 async def get_user(*, db: AsyncSession, user_id: str) -> User:
     user = await db.get(User, user_id)
     if user is None:
@@ -189,24 +197,29 @@ def _key_hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-async def create_api_key(*, db: AsyncSession, user_id: str, name: str) -> tuple[ApiKey, str]:
+async def create_api_key(runtime: Runtime, *, user_id: str, name: str) -> ApiKeyCreated:
     """A new key and its secret: the secret is returned this once and stored only as a hash."""
     secret = API_KEY_PREFIX + secrets.token_urlsafe(32)
-    key = ApiKey(user_id=user_id, name=name, prefix=secret[:10], secret_hash=_key_hash(secret))
-    db.add(key)
-    await db.flush()
-    return key, secret
+    async with runtime.db.write() as db:
+        key = ApiKey(user_id=user_id, name=name, prefix=secret[:10], secret_hash=_key_hash(secret))
+        db.add(key)
+        await db.flush()
+    return ApiKeyCreated(id=key.id, name=key.name, prefix=key.prefix, created_at=key.created_at, secret=secret)
 
 
-async def list_api_keys(*, db: AsyncSession, user_id: str) -> list[ApiKey]:
-    return list((await db.scalars(select(ApiKey).where(ApiKey.user_id == user_id).order_by(ApiKey.created_at))).all())
+async def list_api_keys(runtime: Runtime, *, user_id: str) -> list[ApiKeyRead]:
+    """Oldest first, never their secrets."""
+    async with runtime.db.read() as db:
+        keys = await db.scalars(select(ApiKey).where(ApiKey.user_id == user_id).order_by(ApiKey.created_at))
+        return [ApiKeyRead.model_validate(key) for key in keys]
 
 
-async def delete_api_key(*, db: AsyncSession, user_id: str, key_id: str) -> None:
-    key = await db.scalar(select(ApiKey).where(ApiKey.id == key_id, ApiKey.user_id == user_id))
-    if key is None:
-        raise ApiKeyNotFound(f"No API key with id {key_id!r}.")
-    await db.delete(key)
+async def delete_api_key(runtime: Runtime, *, user_id: str, key_id: str) -> None:
+    async with runtime.db.write() as db:
+        key = await db.scalar(select(ApiKey).where(ApiKey.id == key_id, ApiKey.user_id == user_id))
+        if key is None:
+            raise ApiKeyNotFound(f"No API key with id {key_id!r}.")
+        await db.delete(key)
 
 
 async def principal_for_api_key(*, database: Database, secret: str) -> Principal | None:

@@ -9,8 +9,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
+
+from sqlalchemy import Select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from webapp.errors import ValidationFailed
 
@@ -61,3 +66,28 @@ def _part(kind: type, value: Any) -> Any:
     if kind is str:
         return value
     raise TypeError(f"no cursor part of type {kind.__name__}")  # a programming error, not the client's
+
+
+async def keyset_page(
+    db: AsyncSession,
+    query: Select[Any],
+    *,
+    key: Sequence[InstrumentedAttribute[Any]],
+    descending: bool,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[Any], str | None]:
+    """One page of `query` ordered by `key` (unique together), after the row the cursor names; and the next cursor.
+
+    The cursor holds the last row's key, so a page costs one indexed range scan however deep it is.
+    """
+    if cursor:
+        after = decode_cursor(cursor, *(column.type.python_type for column in key))
+        position = tuple_(*key) < tuple_(*after) if descending else tuple_(*key) > tuple_(*after)
+        query = query.where(position)
+    order = [column.desc() if descending else column.asc() for column in key]
+    rows = list((await db.scalars(query.order_by(*order).limit(limit + 1))).all())
+    if len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    return rows, encode_cursor(*(getattr(rows[-1], column.key) for column in key))

@@ -6,15 +6,17 @@ import asyncio
 import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from webapp.ai.base import AIProvider
 from webapp.config import Settings
 from webapp.db import Database
 from webapp.errors import AppError
 from webapp.services.limits import RateLimiter, SignInThrottle
-from webapp.services.turn_lock import TurnLocks
 from webapp.services.voice_events import TurnBroker
+
+if TYPE_CHECKING:
+    from webapp.services.turns import TurnLocks
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -1,60 +1,73 @@
-"""Chat sessions: one conversation with one agent."""
+"""Chat sessions: one conversation with one agent — each a use case with its own short transaction."""
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from sqlalchemy import delete, select, tuple_
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from webapp.errors import SessionNotFound
+from webapp.media import remove_session_media
 from webapp.models import Agent, ChatSession
-from webapp.schemas import SessionRead
-from webapp.services.pagination import decode_cursor, encode_cursor
+from webapp.schemas import Page, SessionRead
+from webapp.services.agents import owned_agent
+from webapp.services.ownership import agent_owned_by
+from webapp.services.pagination import keyset_page
+from webapp.services.runtime import Runtime
 
 
-async def create_session(*, db: AsyncSession, agent: Agent, title: str | None) -> SessionRead:
-    chat = ChatSession(agent_id=agent.id, title=title)
-    db.add(chat)
-    await db.flush()
-    return SessionRead.of(chat, agent_name=agent.name)
-
-
-async def get_session(*, db: AsyncSession, owner_id: str, session_id: str) -> tuple[ChatSession, Agent]:
+async def owned_session(db: AsyncSession, *, owner_id: str, session_id: str) -> tuple[ChatSession, Agent]:
     """The session and its agent, if the agent is `owner_id`'s: another user's session is as unknown as none."""
-    query = select(ChatSession, Agent).join(Agent).where(ChatSession.id == session_id, Agent.owner_id == owner_id)
+    query = select(ChatSession, Agent).join(Agent).where(ChatSession.id == session_id, agent_owned_by(owner_id))
     row = (await db.execute(query)).one_or_none()
     if row is None:
         raise SessionNotFound(f"No chat session with id {session_id!r}.")
     return row[0], row[1]
 
 
+async def create(runtime: Runtime, *, owner_id: str, agent_id: str, title: str | None = None) -> SessionRead:
+    async with runtime.db.write() as db:
+        agent = await owned_agent(db, owner_id=owner_id, agent_id=agent_id)
+        chat = ChatSession(agent_id=agent.id, title=title)
+        db.add(chat)
+        await db.flush()
+        return SessionRead.of(chat, agent_name=agent.name)
+
+
+async def get(runtime: Runtime, *, owner_id: str, session_id: str) -> SessionRead:
+    async with runtime.db.read() as db:
+        chat, agent = await owned_session(db, owner_id=owner_id, session_id=session_id)
+        return SessionRead.of(chat, agent_name=agent.name)
+
+
 async def list_sessions(
-    *, db: AsyncSession, agent: Agent, limit: int, cursor: str | None
-) -> tuple[list[SessionRead], str | None]:
-    """Most recently active first."""
-    query = (
-        select(ChatSession)
-        .where(ChatSession.agent_id == agent.id)
-        .order_by(ChatSession.activity_at.desc(), ChatSession.id.desc())
-        .limit(limit + 1)
-    )
-    if cursor:
-        activity_at, session_id = decode_cursor(cursor, datetime, str)
-        query = query.where(tuple_(ChatSession.activity_at, ChatSession.id) < tuple_(activity_at, session_id))
-    chats = list((await db.scalars(query)).all())
-    next_cursor = None
-    if len(chats) > limit:
-        chats = chats[:limit]
-        next_cursor = encode_cursor(chats[-1].activity_at, chats[-1].id)
-    return [SessionRead.of(chat, agent_name=agent.name) for chat in chats], next_cursor
+    runtime: Runtime, *, owner_id: str, agent_id: str, limit: int, cursor: str | None
+) -> Page[SessionRead]:
+    """The agent's sessions, most recently active first."""
+    async with runtime.db.read() as db:
+        agent = await owned_agent(db, owner_id=owner_id, agent_id=agent_id)
+        chats, next_cursor = await keyset_page(
+            db,
+            select(ChatSession).where(ChatSession.agent_id == agent.id),
+            key=(ChatSession.activity_at, ChatSession.id),
+            descending=True,
+            limit=limit,
+            cursor=cursor,
+        )
+        items = [SessionRead.of(chat, agent_name=agent.name) for chat in chats]
+    return Page[SessionRead](items=items, next_cursor=next_cursor)
 
 
-async def rename_session(*, db: AsyncSession, chat: ChatSession, agent: Agent, title: str) -> SessionRead:
-    chat.title = title
-    await db.flush()
-    return SessionRead.of(chat, agent_name=agent.name)
+async def rename(runtime: Runtime, *, owner_id: str, session_id: str, title: str) -> SessionRead:
+    async with runtime.db.write() as db:
+        chat, agent = await owned_session(db, owner_id=owner_id, session_id=session_id)
+        chat.title = title
+        await db.flush()
+        return SessionRead.of(chat, agent_name=agent.name)
 
 
-async def delete_session(*, db: AsyncSession, chat: ChatSession) -> None:
-    await db.execute(delete(ChatSession).where(ChatSession.id == chat.id))
+async def delete_session(runtime: Runtime, *, owner_id: str, session_id: str) -> None:
+    """Delete the session with its messages, commit, then remove its audio."""
+    async with runtime.db.write() as db:
+        chat, _ = await owned_session(db, owner_id=owner_id, session_id=session_id)
+        await db.execute(delete(ChatSession).where(ChatSession.id == chat.id))
+    await remove_session_media(runtime.settings, [session_id])

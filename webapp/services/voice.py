@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -26,9 +26,10 @@ from webapp.errors import AppError, AudioNotFound, NoSpeechDetected, TurnInterru
 from webapp.media import media_key, media_path, session_dir
 from webapp.models import Agent, ChatSession, Message, VoiceTurn
 from webapp.schemas import VoiceTurnRead
-from webapp.services import chats
+from webapp.services import turns
+from webapp.services.ownership import in_session_owned_by
 from webapp.services.runtime import Runtime, cancel_and_wait
-from webapp.services.sessions import get_session
+from webapp.services.sessions import owned_session
 from webapp.services.voice_events import STAGE_ORDER, TERMINAL, follow
 
 log = logging.getLogger(__name__)
@@ -39,33 +40,35 @@ UNFINISHED = ("queued", "transcribing", "thinking", "speaking")
 # --- accepting a recording -------------------------------------------------------------------------------------------
 
 
-async def ensure_session(runtime: Runtime, *, owner_id: str, session_id: str) -> None:
-    """404 before reading an upload meant for a session that does not exist (for this user)."""
+Receive = Callable[[Path], Awaitable[None]]
+"""Writes the upload's audio to the given path (the HTTP layer's streaming reader, with its size cap)."""
+
+
+async def accept(runtime: Runtime, *, owner_id: str, session_id: str, receive: Receive) -> VoiceTurnRead:
+    """A recording: counted against the sender's rate limit, checked for its session (404 before reading it),
+    received, validated and queued. On any error its file is deleted and nothing is stored."""
+    runtime.voice_limiter.check(owner_id)
     async with runtime.db.read() as db:
-        await get_session(db=db, owner_id=owner_id, session_id=session_id)
-
-
-def incoming_path(runtime: Runtime, *, session_id: str) -> Path:
-    """A fresh file name for an upload still arriving (its folder is created)."""
+        await owned_session(db, owner_id=owner_id, session_id=session_id)
     folder = session_dir(runtime.settings, session_id)
     folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"incoming-{uuid.uuid4().hex}.part"
-
-
-async def submit(runtime: Runtime, *, owner_id: str, session_id: str, upload: Path) -> VoiceTurnRead:
-    """Validate the received recording and queue its turn; on any error the file is deleted and nothing stored."""
-    settings = runtime.settings
+    upload = folder / f"incoming-{uuid.uuid4().hex}.part"
     try:
-        clip = await asyncio.to_thread(load_clip, upload, max_seconds=settings.max_audio_seconds)
-        turn_id = str(uuid.uuid4())
-        key = media_key(session_id, f"{turn_id}.recording{extension_for(clip.format)}")
-        await asyncio.to_thread(upload.rename, media_path(settings, key))
-    except BaseException:
-        upload.unlink(missing_ok=True)
-        raise
+        await receive(upload)
+        return await _submit(runtime, owner_id=owner_id, session_id=session_id, upload=upload)
+    finally:
+        upload.unlink(missing_ok=True)  # renamed away when accepted
+
+
+async def _submit(runtime: Runtime, *, owner_id: str, session_id: str, upload: Path) -> VoiceTurnRead:
+    settings = runtime.settings
+    clip = await asyncio.to_thread(load_clip, upload, max_seconds=settings.max_audio_seconds)
+    turn_id = str(uuid.uuid4())
+    key = media_key(session_id, f"{turn_id}.recording{extension_for(clip.format)}")
+    await asyncio.to_thread(upload.rename, media_path(settings, key))
     clip = dataclasses.replace(clip, path=media_path(settings, key))
     async with runtime.db.write() as db:
-        await get_session(db=db, owner_id=owner_id, session_id=session_id)  # deleted while the upload arrived?
+        await owned_session(db, owner_id=owner_id, session_id=session_id)  # deleted while the upload arrived?
         turn = VoiceTurn(id=turn_id, session_id=session_id, upload_path=key, upload_format=clip.format)
         db.add(turn)
         await db.flush()
@@ -80,10 +83,7 @@ async def submit(runtime: Runtime, *, owner_id: str, session_id: str, upload: Pa
 async def get_turn(runtime: Runtime, *, owner_id: str, turn_id: str) -> VoiceTurnRead:
     async with runtime.db.read() as db:
         turn = await db.scalar(
-            select(VoiceTurn)
-            .join(ChatSession, ChatSession.id == VoiceTurn.session_id)
-            .join(Agent, Agent.id == ChatSession.agent_id)
-            .where(VoiceTurn.id == turn_id, Agent.owner_id == owner_id)
+            select(VoiceTurn).where(VoiceTurn.id == turn_id, in_session_owned_by(VoiceTurn.session_id, owner_id))
         )
         if turn is None:
             raise VoiceTurnNotFound(f"No voice turn with id {turn_id!r}.")
@@ -183,25 +183,26 @@ async def _pipeline(runtime: Runtime, turn_id: str, clip: AudioClip | None) -> N
 
     timings: dict[str, int] = {}
     async with runtime.locks.hold(session_id) as lease:
-        await runtime.locks.claim(lease)
+        await runtime.locks.claim(lease)  # before transcribing: a turn sent meanwhile waits for this one
         await _save(runtime, turn_id, status="transcribing")
         with _timed(timings, "transcribing"):
             transcript = (await runtime.provider.transcribe(clip)).strip()
         if not transcript:
             raise NoSpeechDetected("No speech was recognised in the recording.")
         await _save(runtime, turn_id, status="thinking", transcript=transcript, timings_ms=dict(timings))
+        question = turns.Draft(
+            role="user",
+            content=transcript,
+            source="voice",
+            audio_path=recording,
+            audio_content_type=clip.content_type,
+        )
         with _timed(timings, "thinking"):
-            outcome = await chats.run_turn(
-                runtime,
-                lease=lease,
-                content=transcript,
-                source="voice",
-                user_fields={"audio_path": recording, "audio_content_type": clip.content_type},
-            )
-    user, assistant = outcome.turn.user_message, outcome.turn.assistant_message
+            exchange = await turns.run(runtime, lease=lease, question=question)
+    user, assistant = exchange.user_message, exchange.assistant_message
     ids = {"user_message_id": user.id, "assistant_message_id": assistant.id}
-    if outcome.error is not None:
-        await _save(runtime, turn_id, status="failed", error=outcome.error.as_error_field(), **ids)
+    if assistant.error is not None:
+        await _save(runtime, turn_id, status="failed", error=assistant.error.as_field(), **ids)
         return
     reply = assistant.content
     await _save(runtime, turn_id, status="speaking", reply_text=reply, timings_ms=dict(timings), **ids)

@@ -1,0 +1,61 @@
+"""Message queries: a session's history and one message's audio. (Messages are written by `turns` only.)"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import select
+
+from webapp.errors import AudioNotFound, MessageNotFound
+from webapp.media import media_path
+from webapp.models import Message
+from webapp.schemas import MessageRead, Page
+from webapp.services.ownership import in_session_owned_by
+from webapp.services.pagination import keyset_page
+from webapp.services.runtime import Runtime
+from webapp.services.sessions import owned_session
+
+
+async def list_messages(
+    runtime: Runtime, *, owner_id: str, session_id: str, limit: int, cursor: str | None
+) -> Page[MessageRead]:
+    """Chronological history."""
+    async with runtime.db.read() as db:
+        await owned_session(db, owner_id=owner_id, session_id=session_id)
+        messages, next_cursor = await keyset_page(
+            db,
+            select(Message).where(Message.session_id == session_id),
+            key=(Message.seq,),
+            descending=False,
+            limit=limit,
+            cursor=cursor,
+        )
+    return Page[MessageRead](items=[MessageRead.of(message) for message in messages], next_cursor=next_cursor)
+
+
+async def whole_history(runtime: Runtime, *, owner_id: str, session_id: str, page_size: int = 100) -> list[MessageRead]:
+    """Every message of the session, oldest first (for the chat page)."""
+    items: list[MessageRead] = []
+    cursor: str | None = None
+    while True:
+        page = await list_messages(runtime, owner_id=owner_id, session_id=session_id, limit=page_size, cursor=cursor)
+        items += page.items
+        if page.next_cursor is None:
+            return items
+        cursor = page.next_cursor
+
+
+async def audio(runtime: Runtime, *, owner_id: str, message_id: str) -> tuple[Path, str]:
+    """The stored file and content type of a voice message's audio (the recording, or the spoken reply)."""
+    async with runtime.db.read() as db:
+        message = await db.scalar(
+            select(Message).where(Message.id == message_id, in_session_owned_by(Message.session_id, owner_id))
+        )
+    if message is None:
+        raise MessageNotFound(f"No message with id {message_id!r}.")
+    if message.audio_path is None or message.audio_content_type is None:
+        raise AudioNotFound(f"Message {message_id!r} has no audio.")
+    path = media_path(runtime.settings, message.audio_path)
+    if not path.is_file():
+        raise AudioNotFound(f"The audio of message {message_id!r} is missing from storage.")
+    return path, message.audio_content_type

@@ -1,0 +1,488 @@
+"""The turn engine: one exchange in a chat session, text or voice, from the user's message to the stored reply.
+
+Everything a turn does to the database is here: appending messages (the session's counter gives each its `seq`),
+building the context sent to the model, and the session's turn lease. Turns in one session run one at a time, in
+arrival order, across tasks and worker processes:
+- within a process they queue on a per-session `asyncio.Lock` (FIFO);
+- across processes a turn holds a lease on the session row, taken by its first write (in the same UPDATE that stores
+  the user's message) or by `TurnLocks.claim`, renewed while the turn runs, given back by its last write, and left to
+  expire if a worker dies mid-turn.
+No transaction is open while the model is asked: a turn is two short transactions around that call.
+
+A typed turn runs as a background task (`send`), so a client that disconnects mid-reply loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Table,
+    Update,
+    bindparam,
+    case,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+
+from webapp.ai.base import ChatMessage, ChatReply
+from webapp.db import Database, new_id, utcnow
+from webapp.errors import AppError, SessionBusy, SessionNotFound, TurnInterrupted, UpstreamError, error_from_field
+from webapp.models import Agent, ChatSession, Message
+from webapp.schemas import MessageRead, TurnRead
+from webapp.services.runtime import Runtime
+
+log = logging.getLogger(__name__)
+AGENT = cast(Table, Agent.__table__)
+MESSAGE = cast(Table, Message.__table__)
+SESSION = cast(Table, ChatSession.__table__)
+TITLE_LENGTH = 60
+CONTEXT_MAX_MESSAGES = 400
+
+# A turn's statements, built once; values come as parameters.
+INSERT_MESSAGE = insert(MESSAGE)
+SELECT_AGENT = select(AGENT.c.prompt, AGENT.c.model, AGENT.c.temperature).where(AGENT.c.id == bindparam("agent_id"))
+SELECT_CONTEXT = (
+    select(MESSAGE.c.role, MESSAGE.c.content)
+    .where(MESSAGE.c.session_id == bindparam("session_id"), MESSAGE.c.status == "complete")
+    .order_by(MESSAGE.c.seq.desc())
+    .limit(CONTEXT_MAX_MESSAGES)
+)
+
+
+# --- the session's turn: one at a time, in arrival order ------------------------------------------------------------
+
+
+class LeaseTaken(Exception):
+    """Another worker process is running a turn in this session; retry after `TurnLocks.retry_later`."""
+
+
+@dataclass
+class Lease:
+    session_id: str
+    token: str
+    deadline: float
+    """Event-loop time after which waiting for the turn fails with 409 `session_busy`."""
+    held: bool = False
+
+
+class TurnLocks:
+    def __init__(
+        self, database: Database, *, busy_timeout: float, lease_seconds: float = 30.0, poll_seconds: float = 0.05
+    ) -> None:
+        self._db = database
+        self._busy_timeout = busy_timeout
+        self._lease = timedelta(seconds=lease_seconds)
+        self._poll_seconds = poll_seconds
+        self._local: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, session_id: str) -> AsyncIterator[Lease]:
+        """Wait for the session's turn in this process (409 `session_busy` after the timeout) and hold it."""
+        loop = asyncio.get_running_loop()
+        lease = Lease(session_id, str(uuid.uuid4()), loop.time() + self._busy_timeout)
+        lock = self._enter(session_id)
+        try:
+            try:
+                async with asyncio.timeout_at(lease.deadline):
+                    await lock.acquire()
+            except TimeoutError:
+                raise self._busy() from None
+            renewer = asyncio.create_task(self._renew(lease))
+            try:
+                yield lease
+            finally:
+                renewer.cancel()
+                await asyncio.gather(renewer, return_exceptions=True)
+                if lease.held:
+                    await asyncio.shield(self._release(lease))
+                lock.release()
+        finally:
+            self._leave(session_id)
+
+    # --- the lease, as parts of a turn's own statements --------------------------------------------------------------
+    # Fragments with bound parameters (`lease_owner`, `now`, `lease_until`), so statements built from them can be
+    # built once and reused; `lease_params` supplies the values.
+
+    @staticmethod
+    def claim_condition() -> ColumnElement[bool]:
+        """True on a session row whose lease is free, expired, or already this turn's."""
+        token, expires_at = SESSION.c.lease_token, SESSION.c.lease_expires_at
+        return or_(token.is_(None), token == bindparam("lease_owner"), expires_at < bindparam("now"))
+
+    @staticmethod
+    def claim_values() -> dict[str, Any]:
+        return {"lease_token": bindparam("lease_owner"), "lease_expires_at": bindparam("lease_until")}
+
+    @staticmethod
+    def release_values() -> dict[str, Any]:
+        mine = SESSION.c.lease_token == bindparam("lease_owner")
+        return {
+            "lease_token": case((mine, None), else_=SESSION.c.lease_token),
+            "lease_expires_at": case((mine, None), else_=SESSION.c.lease_expires_at),
+        }
+
+    def lease_params(self, lease: Lease, now: datetime) -> dict[str, Any]:
+        return {"lease_owner": lease.token, "now": now, "lease_until": now + self._lease}
+
+    async def retry_later(self, lease: Lease) -> None:
+        """Wait a moment before trying to claim again, or give up with 409 once the deadline has passed."""
+        if asyncio.get_running_loop().time() + self._poll_seconds > lease.deadline:
+            raise self._busy()
+        await asyncio.sleep(self._poll_seconds)
+
+    async def claim(self, lease: Lease) -> None:
+        """Take the lease in a transaction of its own (for turns that work before their first write)."""
+        while True:
+            async with self._db.write() as db:
+                now = utcnow()
+                claimed = await db.execute(
+                    update(SESSION)
+                    .where(SESSION.c.id == lease.session_id, self.claim_condition())
+                    .values(self.claim_values()),
+                    self.lease_params(lease, now),
+                )
+                if claimed.rowcount == 1:  # type: ignore[attr-defined]
+                    lease.held = True
+                    return
+                if not await db.scalar(select(exists().where(SESSION.c.id == lease.session_id))):
+                    raise SessionNotFound(f"No chat session with id {lease.session_id!r}.")
+            await self.retry_later(lease)
+
+    # --- internals ---------------------------------------------------------------------------------------------------
+
+    def _busy(self) -> SessionBusy:
+        return SessionBusy(
+            f"Another turn in this session has been running for over {self._busy_timeout:g} s; try again later."
+        )
+
+    def _enter(self, session_id: str) -> asyncio.Lock:
+        lock, users = self._local.get(session_id) or (asyncio.Lock(), 0)
+        self._local[session_id] = (lock, users + 1)
+        return lock
+
+    def _leave(self, session_id: str) -> None:
+        lock, users = self._local[session_id]
+        if users == 1:
+            del self._local[session_id]
+        else:
+            self._local[session_id] = (lock, users - 1)
+
+    async def _renew(self, lease: Lease) -> None:
+        while True:
+            await asyncio.sleep(self._lease.total_seconds() / 3)
+            if lease.held:
+                async with self._db.write() as db:
+                    await db.execute(
+                        update(SESSION)
+                        .where(SESSION.c.id == lease.session_id, SESSION.c.lease_token == lease.token)
+                        .values(lease_expires_at=utcnow() + self._lease)
+                    )
+
+    async def _release(self, lease: Lease) -> None:
+        async with self._db.write() as db:
+            await db.execute(
+                update(SESSION).where(SESSION.c.id == lease.session_id).values(self.release_values()),
+                self.lease_params(lease, utcnow()),
+            )
+        lease.held = False
+
+
+# --- appending messages, the context, one exchange ------------------------------------------------------------
+
+
+def estimate_tokens(text: str) -> int:
+    """A deliberately high estimate (about 3 characters a token, plus per-message overhead): never overfill."""
+    return len(text) // 3 + 4
+
+
+@functools.cache
+def _append_statement(*, lease: str | None, title: bool, owned: bool) -> Update:
+    """The UPDATE that makes room for one more message (built once per variant, reused with parameters).
+
+    `lease` is "claim" or "release" to take or give back the turn's lease in the same statement, or None.
+    """
+    values: dict[str, Any] = {
+        "message_count": SESSION.c.message_count + 1,
+        "last_message_at": bindparam("now"),
+        "activity_at": bindparam("now"),
+        "updated_at": bindparam("now"),
+    }
+    condition = SESSION.c.id == bindparam("session_id")
+    if title:
+        values["title"] = func.coalesce(SESSION.c.title, bindparam("new_title"))
+    if owned:
+        condition = condition & SESSION.c.agent_id.in_(select(AGENT.c.id).where(AGENT.c.owner_id == bindparam("owner")))
+    if lease == "claim":
+        condition = condition & TurnLocks.claim_condition()
+        values.update(TurnLocks.claim_values())
+    elif lease == "release":
+        values.update(TurnLocks.release_values())
+    return update(SESSION).where(condition).values(values).returning(SESSION.c.message_count, SESSION.c.agent_id)
+
+
+@dataclass
+class Draft:
+    """A message about to be appended: its fields besides id, session, seq and times."""
+
+    role: str
+    content: str
+    source: str = "text"
+    status: str = "complete"
+    error: dict[str, str] | None = None
+    model: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    latency_ms: int | None = None
+    audio_path: str | None = None
+    audio_content_type: str | None = None
+
+
+def append_message(
+    connection: Connection, locks: TurnLocks, lease: Lease, draft: Draft, *, owner_id: str | None = None
+) -> tuple[Message, str]:
+    """Add a message at the end of the session's history; returns it and the session's agent id.
+
+    Its `seq` comes from the session's counter, bumped by the same UPDATE that takes the turn's lease (a user's
+    message, unless the lease is held already) or gives it back (the reply): a turn's bookkeeping costs no statements
+    of its own. The first message names an untitled session. Core statements built once, not ORM units of work.
+    """
+    now = utcnow()
+    lease_op = ("claim" if not lease.held else None) if draft.role == "user" else "release"
+    title = _title_from(draft.content) if draft.role == "user" else None
+    params = {"session_id": lease.session_id, "now": now, "new_title": title, "owner": owner_id}
+    params |= locks.lease_params(lease, now)
+    statement = _append_statement(lease=lease_op, title=title is not None, owned=owner_id is not None)
+    row = connection.execute(statement, params).one_or_none()
+    if row is None:
+        visible = SESSION.c.id == lease.session_id
+        if owner_id is not None:
+            visible &= SESSION.c.agent_id.in_(select(AGENT.c.id).where(AGENT.c.owner_id == owner_id))
+        if lease_op == "claim" and connection.scalar(select(exists().where(visible))):
+            raise LeaseTaken
+        raise SessionNotFound(f"No chat session with id {lease.session_id!r}.")
+    message = Message(
+        id=new_id(),
+        session_id=lease.session_id,
+        seq=row.message_count,
+        created_at=now,
+        updated_at=now,
+        **vars(draft),
+    )
+    connection.execute(INSERT_MESSAGE, {column.key: getattr(message, column.key) for column in MESSAGE.columns})
+    return message, row.agent_id
+
+
+def build_context(connection: Connection, *, prompt: str, session_id: str, budget: int) -> list[ChatMessage]:
+    """The agent's prompt, then the newest complete messages that fit the token budget, oldest first."""
+    rows = connection.execute(SELECT_CONTEXT, {"session_id": session_id})
+    remaining = budget - estimate_tokens(prompt)
+    history: list[ChatMessage] = []
+    for role, content in rows:
+        cost = estimate_tokens(content)
+        if history and cost > remaining:
+            break
+        history.append(ChatMessage(role="user" if role == "user" else "assistant", content=content))
+        remaining -= cost
+    history.reverse()
+    return [{"role": "system", "content": prompt}, *history]
+
+
+def _title_from(content: str) -> str:
+    words = " ".join(content.split())
+    return words if len(words) <= TITLE_LENGTH else words[: TITLE_LENGTH - 1].rstrip() + "…"
+
+
+@dataclass
+class TurnHooks:
+    """Optional observers of a running turn."""
+
+    on_user_stored: asyncio.Future[MessageRead] | None = None
+    on_token: asyncio.Queue[str] | None = None
+
+
+async def run(
+    runtime: Runtime, *, lease: Lease, question: Draft, owner_id: str | None = None, hooks: TurnHooks | None = None
+) -> TurnRead:
+    """One exchange, inside `runtime.locks.hold(...)`: store the question, ask the model, store the answer.
+
+    A provider failure is stored as the assistant's `failed` message (its `error` says which); it is not raised.
+    """
+    hooks = hooks or TurnHooks()
+    user, agent, context = await _store_question(runtime, lease, question, owner_id)
+    user_read = MessageRead.of(user)
+    if hooks.on_user_stored is not None:
+        hooks.on_user_stored.set_result(user_read)
+    answer = await _ask(runtime, agent, context, source=question.source, on_token=hooks.on_token)
+    assistant, _ = await runtime.db.transaction(
+        lambda connection: append_message(connection, runtime.locks, lease, answer)
+    )
+    lease.held = False
+    return TurnRead(user_message=user_read, assistant_message=MessageRead.of(assistant))
+
+
+async def _store_question(
+    runtime: Runtime, lease: Lease, question: Draft, owner_id: str | None
+) -> tuple[Message, Any, list[ChatMessage]]:
+    """Store the user's message (taking the lease, waiting while another process holds it); the agent and context."""
+
+    def store(connection: Connection) -> tuple[Message, Any, list[ChatMessage]]:
+        user, agent_id = append_message(connection, runtime.locks, lease, question, owner_id=owner_id)
+        agent = connection.execute(SELECT_AGENT, {"agent_id": agent_id}).one()
+        budget = runtime.settings.context_token_budget
+        return user, agent, build_context(connection, prompt=agent.prompt, session_id=lease.session_id, budget=budget)
+
+    while True:
+        try:
+            stored = await runtime.db.transaction(store)
+        except LeaseTaken:
+            await runtime.locks.retry_later(lease)
+            continue
+        lease.held = True
+        return stored
+
+
+async def _ask(
+    runtime: Runtime, agent: Any, context: list[ChatMessage], *, source: str, on_token: asyncio.Queue[str] | None
+) -> Draft:
+    """The model's answer as a message to store: the reply, or the provider's failure."""
+    started = time.perf_counter()
+    try:
+        reply: ChatReply = await runtime.provider.chat(
+            context,
+            model=agent.model,
+            temperature=agent.temperature,
+            on_token=on_token.put_nowait if on_token is not None else None,
+        )
+    except UpstreamError as failure:
+        latency_ms = round((time.perf_counter() - started) * 1000)
+        return Draft(
+            role="assistant",
+            content="",
+            source=source,
+            status="failed",
+            error=failure.as_error_field(),
+            model=agent.model,
+            latency_ms=latency_ms,
+        )
+    return Draft(
+        role="assistant",
+        content=reply.text,
+        source=source,
+        model=reply.model,
+        prompt_tokens=reply.prompt_tokens,
+        completion_tokens=reply.completion_tokens,
+        latency_ms=round((time.perf_counter() - started) * 1000),
+    )
+
+
+def failure_of(turn: TurnRead) -> AppError | None:
+    """The error a stored turn's reply failed with, as raised (None for a complete reply)."""
+    error = turn.assistant_message.error
+    return error_from_field(error.as_field()) if error is not None else None
+
+
+# --- a text turn running in the background ---------------------------------------------------------------------------
+
+END_OF_TOKENS = object()
+
+
+@dataclass
+class TokenEvent:
+    delta: str
+
+
+@dataclass
+class DoneEvent:
+    turn: TurnRead
+
+
+@dataclass
+class ErrorEvent:
+    error: AppError
+
+
+TurnEvent = TokenEvent | DoneEvent | ErrorEvent
+
+
+@dataclass
+class RunningTurn:
+    task: asyncio.Task[TurnRead]
+    stored: asyncio.Future[MessageRead]
+    tokens: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
+
+    async def user_message(self) -> MessageRead:
+        """The stored user message; raises what stopped the turn before it was stored (404, 409)."""
+        waiting: set[asyncio.Future[Any]] = {self.stored, self.task}
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        if self.stored.done() and not self.stored.cancelled():
+            return self.stored.result()
+        self.task.result()
+        raise AssertionError("a turn ended without storing its user message")  # pragma: no cover
+
+    async def result(self) -> TurnRead:
+        """The finished turn, or the error its reply failed with. Waiting can be cancelled (client gone) without
+        cancelling the turn."""
+        turn = await asyncio.shield(self.task)
+        if (failure := failure_of(turn)) is not None:
+            raise failure
+        return turn
+
+    async def events(self) -> AsyncIterator[TurnEvent]:
+        """Tokens as they arrive, then exactly one `DoneEvent` or `ErrorEvent`."""
+        while (item := await self.tokens.get()) is not END_OF_TOKENS:
+            yield TokenEvent(item)
+        await asyncio.wait({self.task})
+        if self.task.cancelled():  # the server is stopping
+            yield ErrorEvent(TurnInterrupted("The server stopped before the reply was finished; send it again."))
+            return
+        crash = self.task.exception()
+        if crash is None:
+            turn = self.task.result()
+            failure = failure_of(turn)
+            yield DoneEvent(turn) if failure is None else ErrorEvent(failure)
+        elif isinstance(crash, AppError):
+            yield ErrorEvent(crash)
+        else:
+            log.error("chat turn failed", exc_info=crash)
+            yield ErrorEvent(AppError("An unexpected error occurred; it has been logged."))
+
+
+def send(runtime: Runtime, *, owner_id: str, session_id: str, content: str, stream: bool = False) -> RunningTurn:
+    """A typed message: counted against the sender's rate limit, then its turn starts in the background, waiting
+    for the session's turn, and runs to completion.
+
+    With `stream`, the reply is requested as a stream and its pieces are offered through `RunningTurn.events`.
+    """
+    runtime.message_limiter.check(owner_id)
+    loop = asyncio.get_running_loop()
+    stored: asyncio.Future[MessageRead] = loop.create_future()
+    tokens: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def turn() -> TurnRead:
+        try:
+            async with runtime.locks.hold(session_id) as lease:
+                hooks = TurnHooks(on_user_stored=stored, on_token=tokens if stream else None)
+                question = Draft(role="user", content=content)
+                return await run(runtime, lease=lease, question=question, owner_id=owner_id, hooks=hooks)
+        finally:
+            tokens.put_nowait(END_OF_TOKENS)
+            if not stored.done():
+                stored.cancel()
+
+    return RunningTurn(task=runtime.spawn(turn()), stored=stored, tokens=tokens)
