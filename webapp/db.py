@@ -155,6 +155,11 @@ class Database:
         with self._sync_engine.begin() as connection:
             return work(connection)
 
+    @property
+    def sync_engines(self) -> list[Engine]:
+        """Every engine statements go through (the async one's, and SQLite's writer thread's): for instrumentation."""
+        return [self.engine.sync_engine, *([self._sync_engine] if self._sync_engine is not None else [])]
+
     async def dispose(self) -> None:
         if self._writer is not None:  # off the loop: a transaction may still be waiting for SQLite's write lock
             await asyncio.to_thread(self._writer.shutdown)

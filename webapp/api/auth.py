@@ -32,33 +32,14 @@ router = APIRouter(tags=["accounts"], dependencies=AUTHENTICATED)
 )
 async def register(data: RegisterRequest, runtime: RuntimeDep) -> RegisterRead:
     """Create an account (the first one always; later ones while `ALLOW_SIGNUP` is true) and sign in."""
-    user = await accounts.register(
-        database=runtime.db,
-        settings=runtime.settings,
-        email=data.email,
-        password=data.password,
-        display_name=data.display_name,
-    )
-    token, expires_at = accounts.issue_token(
-        secret=runtime.secret_key, user_id=user.id, hours=runtime.settings.access_token_hours
-    )
-    return RegisterRead(user=UserRead.model_validate(user), access_token=token, expires_at=expires_at)
+    return await accounts.sign_up(runtime, data=data)
 
 
 @public.post("/auth/login", summary="Sign in", responses=problems(InvalidCredentials, RateLimited))
 async def login(data: LoginRequest, request: Request, runtime: RuntimeDep) -> TokenRead:
     """Exchange email and password for a bearer access token."""
-    user = await accounts.sign_in(
-        database=runtime.db,
-        throttle=runtime.sign_in_throttle,
-        email=data.email,
-        password=data.password,
-        address=request.client.host if request.client else "unknown",
-    )
-    token, expires_at = accounts.issue_token(
-        secret=runtime.secret_key, user_id=user.id, hours=runtime.settings.access_token_hours
-    )
-    return TokenRead(access_token=token, expires_at=expires_at)
+    address = request.client.host if request.client else "unknown"
+    return await accounts.log_in(runtime, email=data.email, password=data.password, address=address)
 
 
 @router.get("/me", summary="Who am I")

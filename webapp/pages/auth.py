@@ -23,10 +23,8 @@ def _next(request: Request, form: FormData | None = None) -> str:
     return local_path(submitted if isinstance(submitted, str) else None)
 
 
-def _signed_in(runtime: Runtime, user_id: str, next_path: str) -> Response:
-    token, _ = accounts.issue_token(
-        secret=runtime.secret_key, user_id=user_id, hours=runtime.settings.access_token_hours
-    )
+def _signed_in(runtime: Runtime, token: str, next_path: str) -> Response:
+    """To `next_path`, with the access token as the browser's session cookie."""
     response = RedirectResponse(next_path, status_code=303)
     response.set_cookie(
         SESSION_COOKIE,
@@ -56,13 +54,8 @@ async def signin(request: Request, runtime: RuntimeDep) -> Response:
     check_csrf(request, str(form.get("csrf_token", "")), secret=runtime.secret_key, account_form=True)
     email, next_path = str(form.get("email", "")), _next(request, form)
     try:
-        user = await accounts.sign_in(
-            database=runtime.db,
-            throttle=runtime.sign_in_throttle,
-            email=email,
-            password=str(form.get("password", "")),
-            address=request.client.host if request.client else "unknown",
-        )
+        address = request.client.host if request.client else "unknown"
+        token = await accounts.log_in(runtime, email=email, password=str(form.get("password", "")), address=address)
     except AppError as exc:  # wrong credentials (401), or throttled (429, with Retry-After)
         response = render(
             request,
@@ -76,7 +69,7 @@ async def signin(request: Request, runtime: RuntimeDep) -> Response:
         )
         response.headers.update(exc.headers)
         return response
-    return _signed_in(runtime, user.id, next_path)
+    return _signed_in(runtime, token.access_token, next_path)
 
 
 @router.post("/signup")
@@ -89,13 +82,7 @@ async def signup(request: Request, runtime: RuntimeDep) -> Response:
         data = RegisterRequest(
             email=fields["email"], password=fields["password"], display_name=fields["display_name"] or None
         )
-        user = await accounts.register(
-            database=runtime.db,
-            settings=runtime.settings,
-            email=data.email,
-            password=data.password,
-            display_name=data.display_name,
-        )
+        account = await accounts.sign_up(runtime, data=data)
     except ValidationError as exc:
         return render(
             request,
@@ -120,7 +107,7 @@ async def signup(request: Request, runtime: RuntimeDep) -> Response:
             display_name=fields["display_name"],
             next=next_path,
         )
-    return _signed_in(runtime, user.id, next_path)
+    return _signed_in(runtime, account.access_token, next_path)
 
 
 @router.post("/signout")

@@ -23,7 +23,7 @@ from webapp.config import Settings
 from webapp.db import Database, utcnow
 from webapp.errors import ApiKeyNotFound, EmailTaken, InvalidCredentials, SignupDisabled, Unauthorized
 from webapp.models import Agent, ApiKey, User
-from webapp.schemas import ApiKeyCreated, ApiKeyRead, UserRead
+from webapp.schemas import ApiKeyCreated, ApiKeyRead, RegisterRead, RegisterRequest, TokenRead, UserRead
 from webapp.services.limits import SignInThrottle
 from webapp.services.runtime import Runtime
 
@@ -132,6 +132,36 @@ async def sign_in(*, database: Database, throttle: SignInThrottle, email: str, p
         raise InvalidCredentials("Wrong email or password.")
     throttle.succeeded(account=account, address=address)
     return user
+
+
+async def sign_up(runtime: Runtime, *, data: RegisterRequest) -> RegisterRead:
+    """Create the account (see `register`) and sign it in."""
+    user = await register(
+        database=runtime.db,
+        settings=runtime.settings,
+        email=data.email,
+        password=data.password,
+        display_name=data.display_name,
+    )
+    token = _token_for(runtime, user.id)
+    return RegisterRead(
+        user=UserRead.model_validate(user), access_token=token.access_token, expires_at=token.expires_at
+    )
+
+
+async def log_in(runtime: Runtime, *, email: str, password: str, address: str) -> TokenRead:
+    """An access token for these credentials (throttled: see `sign_in`)."""
+    user = await sign_in(
+        database=runtime.db, throttle=runtime.sign_in_throttle, email=email, password=password, address=address
+    )
+    return _token_for(runtime, user.id)
+
+
+def _token_for(runtime: Runtime, user_id: str) -> TokenRead:
+    token, expires_at = issue_token(
+        secret=runtime.secret_key, user_id=user_id, hours=runtime.settings.access_token_hours
+    )
+    return TokenRead(access_token=token, expires_at=expires_at)
 
 
 async def me(runtime: Runtime, *, user_id: str) -> UserRead:
