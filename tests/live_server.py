@@ -16,7 +16,7 @@ import httpx
 
 from e2e.server import Server, running_server
 from tests.audio_samples import QUESTION_WAV
-from tests.conftest import PASSWORD
+from tests.helpers import PASSWORD
 
 __all__ = [
     "Server",

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
-from tests.conftest import openai_settings, serve
+from tests.apps import openai_settings, serve
 from tests.fake_openai import FakeOpenAI
 from tests.helpers import assert_problem, create_agent, create_session
 from webapp.config import Settings

@@ -18,8 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.audio_samples import silence
-from tests.conftest import sign_up
-from tests.helpers import create_agent, create_session
+from tests.helpers import new_chat, sign_up
 from tests.hostile_audio import MAX_SECONDS, Hostile, corpus, valid_samples
 from tests.live_server import descendants, running_server
 from webapp.audio import MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, load_clip
@@ -124,8 +123,7 @@ async def test_server_refuses_the_corpus_within_its_memory_budget(server_url: tu
     url, pid = server_url
     async with httpx.AsyncClient(base_url=url + "/api/v1", timeout=30) as client:
         await sign_up(client, "hostile@example.com")
-        agent = await create_agent(client)
-        session = await create_session(client, agent["id"])
+        session = await new_chat(client)
 
         async def upload(data: bytes) -> httpx.Response:
             files = {"audio": ("clip.bin", data, "application/octet-stream")}

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import make_settings, serve, sign_up
-from tests.helpers import assert_problem, create_agent, create_session
+from tests.apps import make_settings, serve
+from tests.helpers import assert_problem, create_agent, new_chat, sign_up
 from webapp import errors
 from webapp.services.pagination import decode_cursor, encode_cursor
 
@@ -73,7 +73,7 @@ async def test_the_json_cap_is_a_setting_and_a_body_under_it_goes_through(databa
 
 async def test_the_audio_upload_keeps_its_own_larger_cap(database_url: str, tmp_path: Path) -> None:
     async with serve(make_settings(database_url, tmp_path, max_json_bytes=1024)) as client:
-        chat = await create_session(client, (await create_agent(client))["id"])
+        chat = await new_chat(client)
         clip = (Path(__file__).parent / "data" / "hello-world.wav").read_bytes()
         assert len(clip) > 1024
         response = await client.post(f"/sessions/{chat['id']}/voice", files={"audio": ("a.wav", clip, "audio/wav")})
@@ -112,8 +112,9 @@ CRAFTED = {
 
 
 @pytest.mark.parametrize("raw", CRAFTED.values(), ids=CRAFTED.keys())
-async def test_a_crafted_cursor_is_a_422_on_every_list(client: httpx.AsyncClient, raw: str) -> None:
-    chat = await create_session(client, (await create_agent(client))["id"])
+async def test_a_crafted_cursor_is_a_422_on_every_list(
+    client: httpx.AsyncClient, chat: dict[str, Any], raw: str
+) -> None:
     cursor = _cursor(raw)
     for path in ("/agents", f"/agents/{chat['agent_id']}/sessions", f"/sessions/{chat['id']}/messages"):
         assert_problem(await client.get(path, params={"cursor": cursor}), 422, "validation_failed")
@@ -187,8 +188,9 @@ async def test_parallel_wrong_passwords_cannot_overrun_the_throttle(anon: httpx.
 
 
 @pytest.mark.parametrize("blank", [" ", "\n\t  \r\n", "\u3000\u2003"])
-async def test_a_blank_message_or_prompt_is_refused(client: httpx.AsyncClient, blank: str) -> None:
-    chat = await create_session(client, (await create_agent(client))["id"])
+async def test_a_blank_message_or_prompt_is_refused(
+    client: httpx.AsyncClient, chat: dict[str, Any], blank: str
+) -> None:
     response = await client.post(f"/sessions/{chat['id']}/messages", json={"content": blank})
     assert_problem(response, 422, "validation_failed")
     assert (await client.get(f"/sessions/{chat['id']}/messages")).json()["items"] == []

@@ -13,9 +13,9 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
-from tests.conftest import api_client, sign_up
-from tests.helpers import assert_problem, bearer, create_agent, create_session, history
-from tests.test_voice_pipeline import finished, spoken, upload
+from tests.apps import api_client
+from tests.helpers import assert_problem, bearer, create_agent, create_session, history, sign_up
+from tests.voice import finished, spoken, upload
 from webapp.models import Agent, ApiKey, ChatSession, Message, VoiceTurn
 from webapp.services import accounts
 from webapp.services.runtime import Runtime

@@ -9,7 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import ROOT, alembic_config, make_settings, serve
+from tests.apps import make_settings, serve
+from tests.databases import ROOT, alembic_config
 
 
 def run_alembic(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:

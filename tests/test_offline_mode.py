@@ -11,10 +11,10 @@ import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
-from tests.conftest import make_settings, openai_settings
+from tests.apps import make_settings, openai_settings
+from tests.browser import browser, create_agent_by_page, sign_up_in
 from tests.fake_openai import FakeOpenAI
 from tests.live_server import running_server
-from tests.test_browser_hardening import browser, create_agent_by_page, sign_up_in
 from webapp.ai.base import ChatMessage
 from webapp.ai.offline import compose_reply, spoken_text
 from webapp.config import Settings

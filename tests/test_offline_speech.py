@@ -19,8 +19,8 @@ from typing import TypeVar
 import numpy as np
 import pytest
 
+from tests.apps import make_settings
 from tests.audio_samples import QUESTION_WAV, encode_clip, speech_pcm
-from tests.conftest import make_settings
 from webapp.ai import offline_speech
 from webapp.ai.base import ChatMessage
 from webapp.ai.offline import OfflineProvider, spoken_text

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
-from tests.conftest import api_client, openai_settings, serve
+from tests.apps import api_client, free_port, openai_settings, serve
 from tests.fake_openai import CHAT, FakeOpenAI, Scripted, error_body
-from tests.helpers import create_agent, create_session, history, parse_sse
+from tests.helpers import create_agent, create_session, history, new_chat, parse_sse
 from webapp.config import Settings
 from webapp.main import create_app
 
@@ -82,8 +83,7 @@ async def test_newest_message_is_sent_even_if_over_budget(
 ) -> None:
     settings = openai_settings(database_url, tmp_path, upstream, context_token_budget=256)
     async with serve(settings) as client:
-        agent = await create_agent(client)
-        session = await create_session(client, agent["id"])
+        session = await new_chat(client)
         await send(client, session["id"], "short")
         await send(client, session["id"], "long " * 500)
     messages = upstream.received(CHAT)[-1].json["messages"]
@@ -135,15 +135,14 @@ ERROR_CASES = [
 async def test_provider_failure_is_mapped_and_recorded(
     client: httpx.AsyncClient, upstream: FakeOpenAI, answers: list[Scripted], status: int, code: str, attempts: int
 ) -> None:
-    agent = await create_agent(client)
-    session = await create_session(client, agent["id"])
+    chat = await new_chat(client)
     upstream.push(CHAT, *answers)
-    response = await send(client, session["id"], "Are you there?")
+    response = await send(client, chat["id"], "Are you there?")
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["code"] == code
     assert len(upstream.received(CHAT)) == attempts
-    user, failed = await history(client, session["id"])
+    user, failed = await history(client, chat["id"])
     assert user["content"] == "Are you there?" and user["status"] == "complete"
     assert failed["role"] == "assistant" and failed["status"] == "failed"
     assert failed["error"]["code"] == code and failed["error"]["detail"]
@@ -157,11 +156,10 @@ STREAM_ERROR_CASES = [case for case in ERROR_CASES if case[0][0].status != 200 o
 async def test_streamed_provider_failure_ends_with_an_error_event_and_is_recorded(
     client: httpx.AsyncClient, upstream: FakeOpenAI, answers: list[Scripted], status: int, code: str, attempts: int
 ) -> None:
-    agent = await create_agent(client)
-    session = await create_session(client, agent["id"])
+    chat = await new_chat(client)
     upstream.push(CHAT, *answers)
     response = await client.post(
-        f"/sessions/{session['id']}/messages", json={"content": "hi"}, headers={"Accept": "text/event-stream"}
+        f"/sessions/{chat['id']}/messages", json={"content": "hi"}, headers={"Accept": "text/event-stream"}
     )
     assert response.status_code == 201 and response.headers["content-type"].startswith("text/event-stream")
     events = parse_sse(response.text)
@@ -169,25 +167,24 @@ async def test_streamed_provider_failure_ends_with_an_error_event_and_is_recorde
     problem = events[0][1]
     assert problem["code"] == code and problem["status"] == status
     assert len(upstream.received(CHAT)) == attempts
-    user, failed = await history(client, session["id"])
+    user, failed = await history(client, chat["id"])
     assert user["status"] == "complete" and failed["status"] == "failed" and failed["error"]["code"] == code
 
 
-async def test_rate_limit_passes_the_providers_retry_after(client: httpx.AsyncClient, upstream: FakeOpenAI) -> None:
-    agent = await create_agent(client)
-    session = await create_session(client, agent["id"])
+async def test_rate_limit_passes_the_providers_retry_after(
+    client: httpx.AsyncClient, chat: dict[str, Any], upstream: FakeOpenAI
+) -> None:
     upstream.push(
         CHAT, *[Scripted(status=429, body=error_body("slow"), headers={"retry-after-ms": "5", "retry-after": "17"})] * 3
     )
-    response = await send(client, session["id"], "hi")
+    response = await send(client, chat["id"], "hi")
     assert response.status_code == 503 and response.headers["retry-after"] == "17"
 
 
 async def test_timeout_is_504(database_url: str, tmp_path: Path, upstream: FakeOpenAI) -> None:
     settings = openai_settings(database_url, tmp_path, upstream, openai_timeout_seconds=0.3, openai_max_retries=0)
     async with serve(settings) as client:
-        agent = await create_agent(client)
-        session = await create_session(client, agent["id"])
+        session = await new_chat(client)
         upstream.push(CHAT, Scripted(delay=2))
         response = await send(client, session["id"], "hello?")
         assert response.status_code == 504 and response.json()["code"] == "upstream_timeout"
@@ -195,11 +192,11 @@ async def test_timeout_is_504(database_url: str, tmp_path: Path, upstream: FakeO
     assert [m["status"] for m in messages] == ["complete", "failed"]
 
 
-async def test_transient_failure_is_retried_by_the_sdk(client: httpx.AsyncClient, upstream: FakeOpenAI) -> None:
-    agent = await create_agent(client)
-    session = await create_session(client, agent["id"])
+async def test_transient_failure_is_retried_by_the_sdk(
+    client: httpx.AsyncClient, chat: dict[str, Any], upstream: FakeOpenAI
+) -> None:
     upstream.push(CHAT, Scripted(status=500, body=error_body("hiccup"), headers={"retry-after-ms": "5"}))
-    response = await send(client, session["id"], "hi")
+    response = await send(client, chat["id"], "hi")
     assert response.status_code == 201
     assert response.json()["assistant_message"]["content"] == "Echo: hi"
     assert len(upstream.received(CHAT)) == 2
@@ -220,33 +217,28 @@ async def test_failed_replies_are_never_sent_as_context(client: httpx.AsyncClien
 
 
 async def test_unreachable_provider_is_502(database_url: str, tmp_path: Path, upstream: FakeOpenAI) -> None:
-    from tests.conftest import free_port
-
     settings = openai_settings(
         database_url, tmp_path, upstream, openai_base_url=f"http://127.0.0.1:{free_port()}/v1", openai_max_retries=0
     )
     async with serve(settings) as client:
-        agent = await create_agent(client)
-        session = await create_session(client, agent["id"])
+        session = await new_chat(client)
         response = await send(client, session["id"], "anyone?")
         assert response.status_code == 502 and response.json()["code"] == "upstream_unavailable"
         assert [m["status"] for m in await history(client, session["id"])] == ["complete", "failed"]
 
 
 async def test_user_message_is_stored_first_and_no_transaction_waits_on_the_model(
-    client: httpx.AsyncClient, upstream: FakeOpenAI
+    client: httpx.AsyncClient, chat: dict[str, Any], upstream: FakeOpenAI
 ) -> None:
-    agent = await create_agent(client)
-    session = await create_session(client, agent["id"])
     upstream.push(CHAT, Scripted(delay=1.0))
-    sending = asyncio.create_task(send(client, session["id"], "slow one"))
-    while not (stored := await history(client, session["id"])):
+    sending = asyncio.create_task(send(client, chat["id"], "slow one"))
+    while not (stored := await history(client, chat["id"])):
         assert not sending.done(), sending
         await asyncio.sleep(0.02)
     # Stored and committed while the model is still thinking...
     assert [(m["role"], m["content"], m["status"]) for m in stored] == [("user", "slow one", "complete")]
     # ...and no transaction is held meanwhile: another write goes through before the reply comes back.
-    renamed = await client.patch(f"/agents/{agent['id']}", json={"name": "Renamed"})
+    renamed = await client.patch(f"/agents/{chat['agent_id']}", json={"name": "Renamed"})
     assert renamed.status_code == 200 and not sending.done()
     reply = (await sending).json()["assistant_message"]
     assert reply["status"] == "complete" and reply["latency_ms"] >= 1000  # the model's time, measured
@@ -259,8 +251,7 @@ async def test_one_sdk_client_per_app_closed_on_shutdown(settings: Settings) -> 
         assert ready.status_code == 200 and ready.json()["provider"] == "openai"
         provider = application.state.runtime.provider
         sdk_client = provider._client
-        agent = await create_agent(http)
-        session = await create_session(http, agent["id"])
+        session = await new_chat(http)
         for text in ("one", "two"):
             assert (await send(http, session["id"], text)).status_code == 201
         assert application.state.runtime.provider._client is sdk_client and not sdk_client.is_closed()

@@ -9,8 +9,9 @@ from pathlib import Path
 from alembic import command
 from sqlalchemy import text
 
-from tests.conftest import alembic_config, make_settings, serve, sign_up
-from tests.helpers import assert_problem, history
+from tests.apps import make_settings, serve
+from tests.databases import alembic_config
+from tests.helpers import assert_problem, history, sign_up
 from webapp.db import create_engine
 
 AGENT, SESSION = "0d7c5a2e-0000-4000-8000-000000000001", "0d7c5a2e-0000-4000-8000-000000000002"

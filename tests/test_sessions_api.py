@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 
-from tests.helpers import create_agent, create_session
+from tests.helpers import create_agent, create_session, history, parse_time
 
 
 async def test_create_get_rename_delete(client: httpx.AsyncClient) -> None:
@@ -46,7 +48,9 @@ async def test_untitled_session_takes_title_from_first_message(client: httpx.Asy
     after = (await client.get(f"/sessions/{untitled['id']}")).json()
     assert after["title"].startswith("Explain the difference between weather")
     assert len(after["title"]) <= 60 and after["title"].endswith("…")
-    assert after["message_count"] == 4 and after["last_message_at"] is not None
+    assert after["message_count"] == 4
+    last_reply = (await history(client, untitled["id"]))[-1]
+    assert parse_time(after["last_message_at"]) == parse_time(last_reply["created_at"])
     assert (await client.get(f"/sessions/{titled['id']}")).json()["title"] == "Kept"
 
 
@@ -62,10 +66,8 @@ async def test_sessions_listed_most_recently_active_first(client: httpx.AsyncCli
 
 
 @pytest.mark.parametrize("body", [{"title": ""}, {"title": "x" * 201}, {}, {"title": None}])
-async def test_invalid_rename_is_422(client: httpx.AsyncClient, body: dict[str, object]) -> None:
-    agent = await create_agent(client)
-    session = await create_session(client, agent["id"])
-    response = await client.patch(f"/sessions/{session['id']}", json=body)
+async def test_invalid_rename_is_422(client: httpx.AsyncClient, chat: dict[str, Any], body: dict[str, object]) -> None:
+    response = await client.patch(f"/sessions/{chat['id']}", json=body)
     assert response.status_code == 422 and response.json()["code"] == "validation_failed"
 
 

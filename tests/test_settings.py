@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.databases import ROOT
 from webapp.config import Settings
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import openai_settings, serve
+from tests.apps import openai_settings, serve
 from tests.fake_openai import CHAT, FakeOpenAI, Scripted
-from tests.helpers import create_agent, create_session, history
+from tests.helpers import create_agent, create_session, history, new_chat
 from webapp.config import Settings
 
 
@@ -25,18 +26,18 @@ def assert_alternates(messages: list[dict[str, object]]) -> None:
         assert reply["content"] == f"Echo: {user['content']}"
 
 
-async def test_concurrent_sends_do_not_interleave(client: httpx.AsyncClient, upstream: FakeOpenAI) -> None:
-    agent = await create_agent(client)
-    session = await create_session(client, agent["id"])
+async def test_concurrent_sends_do_not_interleave(
+    client: httpx.AsyncClient, chat: dict[str, Any], upstream: FakeOpenAI
+) -> None:
     upstream.reply_delay = 0.05
 
     async def send(i: int) -> httpx.Response:
         await asyncio.sleep(i * 0.005)  # arrive in a known order
-        return await client.post(f"/sessions/{session['id']}/messages", json={"content": f"m{i}"})
+        return await client.post(f"/sessions/{chat['id']}/messages", json={"content": f"m{i}"})
 
     responses = await asyncio.gather(*(send(i) for i in range(6)))
     assert [r.status_code for r in responses] == [201] * 6
-    messages = await history(client, session["id"])
+    messages = await history(client, chat["id"])
     assert_alternates(messages)
     assert [m["content"] for m in messages[::2]] == [f"m{i}" for i in range(6)]  # arrival order
     # Every request upstream saw the complete history before it: no turn started before the previous one ended.
@@ -49,8 +50,7 @@ async def test_waiting_too_long_is_409_and_stores_nothing(
 ) -> None:
     settings = openai_settings(database_url, tmp_path, upstream, session_busy_timeout_seconds=0.3)
     async with serve(settings) as client:
-        agent = await create_agent(client)
-        session = await create_session(client, agent["id"])
+        session = await new_chat(client)
         upstream.push(CHAT, Scripted(delay=2.0))
         slow = asyncio.create_task(client.post(f"/sessions/{session['id']}/messages", json={"content": "slow"}))
         await asyncio.sleep(0.1)
@@ -69,8 +69,7 @@ async def test_two_workers_sharing_a_database_serialise_turns(
     settings = openai_settings(database_url, tmp_path, upstream)
     upstream.reply_delay = 0.1
     async with serve(settings) as one, serve(settings) as two:
-        agent = await create_agent(one)
-        session = await create_session(one, agent["id"])
+        session = await new_chat(one)
         url = f"/sessions/{session['id']}/messages"
         responses = await asyncio.gather(
             *(client.post(url, json={"content": f"m{i}"}) for i, client in enumerate([one, two, one, two]))

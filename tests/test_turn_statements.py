@@ -10,7 +10,6 @@ from typing import Any
 import httpx
 from sqlalchemy import event
 
-from tests.helpers import create_agent, create_session
 from webapp.services.runtime import Runtime
 
 TURN_STATEMENTS = [
@@ -47,9 +46,8 @@ def recorded(runtime: Runtime) -> Iterator[list[str]]:
 
 
 async def test_a_text_turn_runs_six_statements_however_long_the_history(
-    client: httpx.AsyncClient, runtime: Runtime
+    client: httpx.AsyncClient, chat: dict[str, Any], runtime: Runtime
 ) -> None:
-    chat = await create_session(client, (await create_agent(client))["id"])
     for n in range(12):  # a history long enough that a per-message cost would show
         assert (await client.post(f"/sessions/{chat['id']}/messages", json={"content": f"hi {n}"})).status_code == 201
     with recorded(runtime) as statements:

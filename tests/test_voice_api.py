@@ -9,11 +9,11 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.apps import make_settings, openai_settings, serve
 from tests.audio_samples import encode_clip, silence, speech_pcm, tone
-from tests.conftest import make_settings, openai_settings, serve
 from tests.fake_openai import CHAT, SPEECH, TRANSCRIBE, FakeOpenAI, Scripted, error_body
-from tests.helpers import create_agent, create_session, history, parse_sse
-from tests.test_voice_pipeline import finished, spoken, upload
+from tests.helpers import create_agent, create_session, history, new_chat, parse_sse
+from tests.voice import finished, spoken, upload
 from webapp.config import Settings
 
 
@@ -31,27 +31,25 @@ BAD_UPLOADS = [
 
 @pytest.mark.parametrize(("data", "status", "code"), BAD_UPLOADS)
 async def test_bad_upload_is_refused_and_stores_nothing(
-    client: httpx.AsyncClient, settings: Settings, data: bytes, status: int, code: str
+    client: httpx.AsyncClient, chat: dict[str, Any], settings: Settings, data: bytes, status: int, code: str
 ) -> None:
-    agent = await create_agent(client)
-    session = await create_session(client, agent["id"])
-    response = await upload(client, session["id"], data, name="clip.webm", content_type="audio/webm")
+    response = await upload(client, chat["id"], data, name="clip.webm", content_type="audio/webm")
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/problem+json"
     problem = response.json()
     assert problem["code"] == code and problem["detail"]
-    assert await history(client, session["id"]) == []
+    assert await history(client, chat["id"]) == []
     assert leftovers(settings) == []
 
 
 @pytest.mark.parametrize("fmt", ["wav", "webm", "mp3"])
-async def test_silence_is_no_speech(client: httpx.AsyncClient, settings: Settings, fmt: str) -> None:
-    agent = await create_agent(client)
-    session = await create_session(client, agent["id"])
-    response = await upload(client, session["id"], silence(fmt, 2.0))
+async def test_silence_is_no_speech(
+    client: httpx.AsyncClient, chat: dict[str, Any], settings: Settings, fmt: str
+) -> None:
+    response = await upload(client, chat["id"], silence(fmt, 2.0))
     assert response.status_code == 422 and response.json()["code"] == "no_speech_detected"
     assert "silent" in response.json()["detail"]
-    quiet = await upload(client, session["id"], tone("wav", 1.0, dbfs=-60))
+    quiet = await upload(client, chat["id"], tone("wav", 1.0, dbfs=-60))
     assert quiet.status_code == 422 and quiet.json()["code"] == "no_speech_detected"
     assert leftovers(settings) == []
 
@@ -59,8 +57,7 @@ async def test_silence_is_no_speech(client: httpx.AsyncClient, settings: Setting
 async def test_too_long_is_422(database_url: str, tmp_path: Path) -> None:
     settings = make_settings(database_url, tmp_path, max_audio_seconds=1.0)
     async with serve(settings) as client:
-        agent = await create_agent(client)
-        session = await create_session(client, agent["id"])
+        session = await new_chat(client)
         response = await upload(client, session["id"], spoken("webm"))
         assert response.status_code == 422 and response.json()["code"] == "audio_too_long"
         assert await history(client, session["id"]) == []
@@ -70,8 +67,7 @@ async def test_too_long_is_422(database_url: str, tmp_path: Path) -> None:
 async def test_too_large_is_413_while_streaming(database_url: str, tmp_path: Path) -> None:
     settings = make_settings(database_url, tmp_path, max_audio_bytes=50_000)
     async with serve(settings) as client:
-        agent = await create_agent(client)
-        session = await create_session(client, agent["id"])
+        session = await new_chat(client)
         big = tone("wav", 3.0)  # ~130 kB
         response = await upload(client, session["id"], big)
         assert response.status_code == 413 and response.json()["code"] == "audio_too_large"
@@ -113,10 +109,10 @@ async def test_too_large_is_413_while_streaming(database_url: str, tmp_path: Pat
         ),
     ],
 )
-async def test_malformed_form_is_422(client: httpx.AsyncClient, kwargs: dict[str, Any], code: str) -> None:
-    agent = await create_agent(client)
-    session = await create_session(client, agent["id"])
-    response = await client.post(f"/sessions/{session['id']}/voice", **kwargs)
+async def test_malformed_form_is_422(
+    client: httpx.AsyncClient, chat: dict[str, Any], kwargs: dict[str, Any], code: str
+) -> None:
+    response = await client.post(f"/sessions/{chat['id']}/voice", **kwargs)
     assert response.status_code == 422 and response.json()["code"] == code
 
 
@@ -130,10 +126,8 @@ async def test_unknown_ids_are_404(client: httpx.AsyncClient) -> None:
     assert missing.status_code == 404 and missing.json()["code"] == "message_not_found"
 
 
-async def test_text_message_has_no_audio(client: httpx.AsyncClient) -> None:
-    agent = await create_agent(client)
-    session = await create_session(client, agent["id"])
-    sent = (await client.post(f"/sessions/{session['id']}/messages", json={"content": "hi"})).json()
+async def test_text_message_has_no_audio(client: httpx.AsyncClient, chat: dict[str, Any]) -> None:
+    sent = (await client.post(f"/sessions/{chat['id']}/messages", json={"content": "hi"})).json()
     response = await client.get(f"/messages/{sent['user_message']['id']}/audio")
     assert response.status_code == 404 and response.json()["code"] == "audio_not_found"
 
@@ -181,8 +175,7 @@ async def test_openai_transcription_failure_stores_no_message_and_keeps_the_reco
 ) -> None:
     upstream.push(TRANSCRIBE, Scripted(status=401, body=error_body("bad key")))
     async with serve(openai_app_settings) as client:
-        agent = await create_agent(client)
-        session = await create_session(client, agent["id"])
+        session = await new_chat(client)
         response = await upload(client, session["id"], spoken("wav"), params={"wait": "true"})
         assert response.status_code == 502 and response.json()["code"] == "upstream_auth_failed"
         assert await history(client, session["id"]) == []
@@ -195,8 +188,7 @@ async def test_openai_chat_failure_stores_both_messages_and_fails_the_turn(
 ) -> None:
     upstream.push(CHAT, Scripted(status=429, body=error_body("slow"), headers={"retry-after": "9"}))
     async with serve(openai_app_settings) as client:
-        agent = await create_agent(client)
-        session = await create_session(client, agent["id"])
+        session = await new_chat(client)
         turn = (await upload(client, session["id"], spoken("wav"))).json()
         failed = await finished(client, turn["id"])
         messages = await history(client, session["id"])
@@ -204,7 +196,7 @@ async def test_openai_chat_failure_stores_both_messages_and_fails_the_turn(
     assert failed["user_message_id"] == messages[0]["id"] and failed["assistant_message_id"] == messages[1]["id"]
     assert [m["status"] for m in messages] == ["complete", "failed"]
     assert failed["error"] == {"code": "upstream_rate_limited", "detail": failed["error"]["detail"]}
-    assert messages[0]["audio_url"] is not None
+    assert messages[0]["audio_url"] == f"/api/v1/messages/{messages[0]['id']}/audio"  # the recording is kept
 
 
 async def test_waiting_for_a_rate_limited_turn_passes_the_providers_retry_after(
@@ -212,8 +204,7 @@ async def test_waiting_for_a_rate_limited_turn_passes_the_providers_retry_after(
 ) -> None:
     upstream.push(CHAT, *[Scripted(status=429, body=error_body("slow"), headers={"retry-after": "9"})] * 3)
     async with serve(openai_app_settings) as client:
-        agent = await create_agent(client)
-        session = await create_session(client, agent["id"])
+        session = await new_chat(client)
         response = await upload(client, session["id"], spoken("wav"), params={"wait": "true"})
     assert response.status_code == 503 and response.json()["code"] == "upstream_rate_limited"
     assert response.headers["retry-after"] == "9"
@@ -224,13 +215,12 @@ async def test_openai_speech_failure_keeps_both_messages_without_reply_audio(
 ) -> None:
     upstream.push(SPEECH, Scripted(status=500, body=error_body("tts down")))
     async with serve(openai_app_settings) as client:
-        agent = await create_agent(client)
-        session = await create_session(client, agent["id"])
+        session = await new_chat(client)
         response = await upload(client, session["id"], spoken("wav"), params={"wait": "true"})
         assert response.status_code == 502 and response.json()["code"] == "upstream_unavailable"
         user, reply = await history(client, session["id"])
     assert reply["status"] == "complete" and reply["content"].startswith("Echo:")
-    assert reply["audio_url"] is None and user["audio_url"] is not None
+    assert reply["audio_url"] is None and user["audio_url"] == f"/api/v1/messages/{user['id']}/audio"
 
 
 async def test_empty_transcript_fails_the_turn_with_no_speech(
@@ -238,8 +228,7 @@ async def test_empty_transcript_fails_the_turn_with_no_speech(
 ) -> None:
     upstream.transcript = "   "
     async with serve(openai_app_settings) as client:
-        agent = await create_agent(client)
-        session = await create_session(client, agent["id"])
+        session = await new_chat(client)
         response = await upload(client, session["id"], spoken("wav"), params={"wait": "true"})
         assert response.status_code == 422 and response.json()["code"] == "no_speech_detected"
         assert await history(client, session["id"]) == []
@@ -248,13 +237,26 @@ async def test_empty_transcript_fails_the_turn_with_no_speech(
 async def test_several_listeners_see_the_same_stages(openai_app_settings: Settings, upstream: FakeOpenAI) -> None:
     upstream.push(TRANSCRIBE, Scripted(delay=0.3))
     async with serve(openai_app_settings) as client:
-        agent = await create_agent(client)
-        session = await create_session(client, agent["id"])
+        session = await new_chat(client)
         turn = (await upload(client, session["id"], spoken("wav"))).json()
+        await reached(client, turn["id"], "transcribing")  # all listeners join during the slow transcription
         streams = await asyncio.gather(*(client.get(f"/voice-turns/{turn['id']}/events") for _ in range(3)))
-    seen = [[data["status"] for _, data in parse_sse(r.text)] for r in streams]
+    events = [parse_sse(r.text) for r in streams]
+    seen = [[data["status"] for _, data in stream] for stream in events]
     assert all(s[-3:] == ["thinking", "speaking", "done"] for s in seen)
     assert all(s == sorted(s, key=["queued", "transcribing", "thinking", "speaking", "done"].index) for s in seen)
+    assert seen[0] == ["transcribing", "thinking", "speaking", "done"], seen
+    assert seen[1] == seen[0] and seen[2] == seen[0], seen  # the same stages, in the same order, for every listener
+    assert events[1][-1] == events[0][-1] and events[2][-1] == events[0][-1]  # and the same final state
+
+
+async def reached(client: httpx.AsyncClient, turn_id: str, status: str) -> None:
+    """Wait until the voice turn's status is `status`."""
+    for _ in range(400):
+        if (await client.get(f"/voice-turns/{turn_id}")).json()["status"] == status:
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"voice turn {turn_id} never reached {status!r}")
 
 
 @pytest.fixture

@@ -13,19 +13,13 @@ import httpx
 import pytest
 from sqlalchemy import delete, update
 
-from tests.audio_samples import encode_clip, question_pcm, speech_pcm
-from tests.conftest import make_settings, serve
-from tests.helpers import assert_problem, create_agent, create_session, history, parse_sse
+from tests.apps import make_settings, serve
+from tests.helpers import assert_problem, history, new_chat, parse_sse
+from tests.voice import finished, spoken, upload
 from webapp.config import Settings
 from webapp.db import utcnow
 from webapp.models import ChatSession, Message, VoiceTurn
 from webapp.services.runtime import Runtime
-
-
-def spoken(fmt: str, text: str | None = None) -> bytes:
-    """A spoken clip in `fmt`: the recorded "one two three four five", or `text` freshly synthesised."""
-    pcm, rate = speech_pcm(text) if text else question_pcm()
-    return encode_clip(pcm, rate, fmt)
 
 
 def decoded_seconds(data: bytes) -> float:
@@ -35,47 +29,22 @@ def decoded_seconds(data: bytes) -> float:
         return float(samples / stream.rate)
 
 
-async def upload(
-    client: httpx.AsyncClient,
-    session_id: str,
-    data: bytes,
-    *,
-    name: str = "clip.bin",
-    content_type: str = "application/octet-stream",
-    params: dict[str, Any] | None = None,
-) -> httpx.Response:
-    return await client.post(
-        f"/sessions/{session_id}/voice", files={"audio": (name, data, content_type)}, params=params or {}
-    )
-
-
-async def finished(client: httpx.AsyncClient, turn_id: str) -> dict[str, Any]:
-    for _ in range(400):
-        turn: dict[str, Any] = (await client.get(f"/voice-turns/{turn_id}")).json()
-        if turn["status"] in ("done", "failed"):
-            return turn
-        await asyncio.sleep(0.025)
-    raise AssertionError(f"voice turn {turn_id} did not finish: {turn}")
-
-
 @pytest.mark.parametrize("fmt", ["webm", "ogg", "wav", "mp3", "mp4", "m4a", "flac"])
-async def test_round_trip_in_every_format(client: httpx.AsyncClient, fmt: str) -> None:
-    agent = await create_agent(client)
-    session = await create_session(client, agent["id"])
+async def test_round_trip_in_every_format(client: httpx.AsyncClient, chat: dict[str, Any], fmt: str) -> None:
     recording = spoken(fmt)
     # A misleading file name and content type: the format is known by its bytes.
-    response = await upload(client, session["id"], recording, name="recording.txt", content_type="text/plain")
+    response = await upload(client, chat["id"], recording, name="recording.txt", content_type="text/plain")
     assert response.status_code == 202, response.text
     queued = response.json()
     assert response.headers["location"] == f"/api/v1/voice-turns/{queued['id']}"
-    assert queued["status"] == "queued" and queued["session_id"] == session["id"]
+    assert queued["status"] == "queued" and queued["session_id"] == chat["id"]
 
     turn = await finished(client, queued["id"])
     assert turn["status"] == "done", turn
     assert {"three", "four", "five"} <= set(turn["transcript"].split())
     assert set(turn["timings_ms"]) == {"transcribing", "thinking", "speaking"}
 
-    user, reply = await history(client, session["id"])
+    user, reply = await history(client, chat["id"])
     assert (user["id"], reply["id"]) == (turn["user_message_id"], turn["assistant_message_id"])
     assert user["source"] == reply["source"] == "voice"
     assert user["content"] == turn["transcript"] and reply["content"] == turn["reply_text"]
@@ -88,10 +57,8 @@ async def test_round_trip_in_every_format(client: httpx.AsyncClient, fmt: str) -
     assert decoded_seconds(spoken_reply.content) > 2.0  # a real, decodable spoken reply
 
 
-async def test_wait_true_answers_with_the_reply_audio(client: httpx.AsyncClient) -> None:
-    agent = await create_agent(client)
-    session = await create_session(client, agent["id"])
-    response = await upload(client, session["id"], spoken("wav"), params={"wait": "true"})
+async def test_wait_true_answers_with_the_reply_audio(client: httpx.AsyncClient, chat: dict[str, Any]) -> None:
+    response = await upload(client, chat["id"], spoken("wav"), params={"wait": "true"})
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "audio/mpeg"
     assert int(response.headers["content-length"]) == len(response.content)
@@ -102,10 +69,8 @@ async def test_wait_true_answers_with_the_reply_audio(client: httpx.AsyncClient)
     assert response.headers["x-assistant-message-id"] == turn["assistant_message_id"]
 
 
-async def test_events_stream_every_stage_in_order(client: httpx.AsyncClient) -> None:
-    agent = await create_agent(client)
-    session = await create_session(client, agent["id"])
-    turn = (await upload(client, session["id"], spoken("webm"))).json()
+async def test_events_stream_every_stage_in_order(client: httpx.AsyncClient, chat: dict[str, Any]) -> None:
+    turn = (await upload(client, chat["id"], spoken("webm"))).json()
     response = await client.get(f"/voice-turns/{turn['id']}/events")
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
     events = parse_sse(response.text)
@@ -119,21 +84,19 @@ async def test_events_stream_every_stage_in_order(client: httpx.AsyncClient) -> 
     assert events[-1][1]["reply_audio_url"]
 
 
-async def test_late_listener_gets_the_final_state_and_the_stream_ends(client: httpx.AsyncClient) -> None:
-    agent = await create_agent(client)
-    session = await create_session(client, agent["id"])
-    turn = (await upload(client, session["id"], spoken("wav"))).json()
+async def test_late_listener_gets_the_final_state_and_the_stream_ends(
+    client: httpx.AsyncClient, chat: dict[str, Any]
+) -> None:
+    turn = (await upload(client, chat["id"], spoken("wav"))).json()
     done = await finished(client, turn["id"])
     responses = await asyncio.gather(*(client.get(f"/voice-turns/{turn['id']}/events") for _ in range(3)))
     for response in responses:
         assert parse_sse(response.text) == [("done", done)]
 
 
-async def test_range_requests_and_etag(client: httpx.AsyncClient) -> None:
-    agent = await create_agent(client)
-    session = await create_session(client, agent["id"])
+async def test_range_requests_and_etag(client: httpx.AsyncClient, chat: dict[str, Any]) -> None:
     recording = spoken("ogg")
-    turn = await finished(client, (await upload(client, session["id"], recording)).json()["id"])
+    turn = await finished(client, (await upload(client, chat["id"], recording)).json()["id"])
     url = f"/messages/{turn['user_message_id']}/audio"
     whole = await client.get(url)
     assert whole.headers["content-type"] == "audio/ogg" and whole.headers["accept-ranges"] == "bytes"
@@ -176,13 +139,11 @@ async def test_range_requests_and_etag(client: httpx.AsyncClient) -> None:
     assert beyond.headers["content-range"] == f"bytes */{len(recording)}"
 
 
-async def test_text_and_voice_turns_share_one_history(client: httpx.AsyncClient) -> None:
-    agent = await create_agent(client)
-    session = await create_session(client, agent["id"])
-    await client.post(f"/sessions/{session['id']}/messages", json={"content": "typed first"})
-    turn = await finished(client, (await upload(client, session["id"], spoken("webm"))).json()["id"])
-    await client.post(f"/sessions/{session['id']}/messages", json={"content": "typed last"})
-    messages = await history(client, session["id"])
+async def test_text_and_voice_turns_share_one_history(client: httpx.AsyncClient, chat: dict[str, Any]) -> None:
+    await client.post(f"/sessions/{chat['id']}/messages", json={"content": "typed first"})
+    turn = await finished(client, (await upload(client, chat["id"], spoken("webm"))).json()["id"])
+    await client.post(f"/sessions/{chat['id']}/messages", json={"content": "typed last"})
+    messages = await history(client, chat["id"])
     assert [(m["role"], m["source"]) for m in messages] == [
         ("user", "text"),
         ("assistant", "text"),
@@ -196,24 +157,24 @@ async def test_text_and_voice_turns_share_one_history(client: httpx.AsyncClient)
     assert "message number 2" in messages[3]["content"] and "message number 3" in messages[5]["content"]
 
 
-async def test_text_message_sent_during_a_voice_turn_waits_its_turn(client: httpx.AsyncClient) -> None:
-    agent = await create_agent(client)
-    session = await create_session(client, agent["id"])
-    turn = (await upload(client, session["id"], spoken("wav"))).json()
-    typed = await client.post(f"/sessions/{session['id']}/messages", json={"content": "typed meanwhile"})
+async def test_text_message_sent_during_a_voice_turn_waits_its_turn(
+    client: httpx.AsyncClient, chat: dict[str, Any]
+) -> None:
+    turn = (await upload(client, chat["id"], spoken("wav"))).json()
+    typed = await client.post(f"/sessions/{chat['id']}/messages", json={"content": "typed meanwhile"})
     assert typed.status_code == 201
     await finished(client, turn["id"])
-    roles = [m["role"] for m in await history(client, session["id"])]
+    roles = [m["role"] for m in await history(client, chat["id"])]
     assert roles == ["user", "assistant", "user", "assistant"]
 
 
-async def test_deleting_the_session_deletes_its_audio(client: httpx.AsyncClient, settings: Settings) -> None:
-    agent = await create_agent(client)
-    session = await create_session(client, agent["id"])
-    await finished(client, (await upload(client, session["id"], spoken("wav"))).json()["id"])
-    folder = settings.media_dir / "sessions" / session["id"]
+async def test_deleting_the_session_deletes_its_audio(
+    client: httpx.AsyncClient, chat: dict[str, Any], settings: Settings
+) -> None:
+    await finished(client, (await upload(client, chat["id"], spoken("wav"))).json()["id"])
+    folder = settings.media_dir / "sessions" / chat["id"]
     assert len(list(folder.iterdir())) == 2  # the recording and the reply
-    assert (await client.delete(f"/agents/{agent['id']}")).status_code == 204
+    assert (await client.delete(f"/agents/{chat['agent_id']}")).status_code == 204
     assert not folder.exists()
 
 
@@ -243,8 +204,7 @@ async def test_interrupted_turn_is_resumed_or_failed_at_start_up(
 ) -> None:
     settings = make_settings(database_url, tmp_path, voice_heartbeat_seconds=0.2)
     async with serve(settings) as client:
-        agent = await create_agent(client)
-        session = await create_session(client, agent["id"])
+        session = await new_chat(client)
         turn = await finished(client, (await upload(client, session["id"], spoken("wav"))).json()["id"])
         # Pretend a second recording was accepted and then the server died before or during its pipeline.
         interrupted = await upload(client, session["id"], spoken("wav"), params={"wait": "true"})
@@ -276,15 +236,14 @@ async def test_five_second_clip_stage_timings(database_url: str, tmp_path: Path)
     clip = spoken("webm", text)
     assert 4.0 <= decoded_seconds(clip) <= 6.5  # about five seconds, as the issue's example
     async with serve(settings) as client:
-        agent = await create_agent(client)
-        session = await create_session(client, agent["id"])
+        session = await new_chat(client)
         started = time.perf_counter()
         turn = await finished(client, (await upload(client, session["id"], clip)).json()["id"])
         elapsed_ms = (time.perf_counter() - started) * 1000
     assert turn["status"] == "done"
     timings = turn["timings_ms"]
     assert set(timings) == {"transcribing", "thinking", "speaking"}
-    assert timings["transcribing"] > 0 and timings["speaking"] > 0 and timings["thinking"] >= 0
+    assert timings["transcribing"] > 0 and timings["speaking"] > 0 and timings["thinking"] > 0
     assert sum(timings.values()) <= elapsed_ms  # measured within the turn, not made up
 
 

@@ -1,0 +1,39 @@
+"""Helpers for voice-turn tests: a spoken clip, its upload, and waiting for the turn to finish."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+
+from tests.audio_samples import encode_clip, question_pcm, speech_pcm
+
+
+def spoken(fmt: str, text: str | None = None) -> bytes:
+    """A spoken clip in `fmt`: the recorded "one two three four five", or `text` freshly synthesised."""
+    pcm, rate = speech_pcm(text) if text else question_pcm()
+    return encode_clip(pcm, rate, fmt)
+
+
+async def upload(
+    client: httpx.AsyncClient,
+    session_id: str,
+    data: bytes,
+    *,
+    name: str = "clip.bin",
+    content_type: str = "application/octet-stream",
+    params: dict[str, Any] | None = None,
+) -> httpx.Response:
+    return await client.post(
+        f"/sessions/{session_id}/voice", files={"audio": (name, data, content_type)}, params=params or {}
+    )
+
+
+async def finished(client: httpx.AsyncClient, turn_id: str) -> dict[str, Any]:
+    for _ in range(400):
+        turn: dict[str, Any] = (await client.get(f"/voice-turns/{turn_id}")).json()
+        if turn["status"] in ("done", "failed"):
+            return turn
+        await asyncio.sleep(0.025)
+    raise AssertionError(f"voice turn {turn_id} did not finish: {turn}")
