@@ -31,12 +31,23 @@
     crumbTitle.textContent = title;
     document.title = `${title} · Parley`;
   };
-  const refreshHistory = async () => {
-    const response = await fetch(`/sessions/${sessionId}/messages`, { headers: { "HX-Request": "true" } });
-    if (!response.ok) return;
-    history.innerHTML = await response.text();
-    const title = response.headers.get("X-Session-Title");
-    if (title) showTitle(decodeURIComponent(title));
+  // A bubble for a message not stored yet: the page's <template> (the server's _message.html), with `text` in it.
+  const placeholder = (role, text) => {
+    const template = chat.querySelector(`template.placeholder[data-role="${role}"]`);
+    const bubble = template.content.firstElementChild.cloneNode(true);
+    bubble.querySelector(".content").textContent = text;
+    return bubble;
+  };
+  // A turn's stream ends with `done` or `error` (`failed` for voice), whose `html` is the turn's stored messages,
+  // rendered by the server: they take the placeholders' place, or go at the end; `title` is the session's new one.
+  const settle = (data, placeholders = []) => {
+    if (data.html) {
+      history.querySelector(".empty-chat")?.remove();
+      if (placeholders.length) placeholders[0].insertAdjacentHTML("beforebegin", data.html);
+      else history.insertAdjacentHTML("beforeend", data.html);
+    }
+    placeholders.forEach((bubble) => bubble.remove());
+    showTitle(data.title);
     scrollDown();
   };
   const problemText = async (response) => {
@@ -69,16 +80,10 @@
   // --- text ----------------------------------------------------------------------------------------------------------
   async function send(text) {
     history.querySelector(".empty-chat")?.remove();
-    const pending = document.createElement("article");
-    pending.className = "message user pending";
-    pending.dataset.role = "user";
-    pending.innerHTML = "<header><strong>You</strong></header><div class='content'></div>";
-    pending.querySelector(".content").textContent = text;
-    const reply = document.createElement("article");
-    reply.className = "message assistant streaming";
-    reply.dataset.role = "assistant";
-    reply.innerHTML = "<header><strong></strong></header><div class='content'></div>";
-    reply.querySelector("strong").textContent = chat.dataset.agentName;
+    const pending = placeholder("user", text);
+    pending.classList.add("pending");
+    const reply = placeholder("assistant", "");
+    reply.classList.add("streaming");
     history.append(pending, reply);
     scrollDown();
     const content = reply.querySelector(".content");
@@ -99,12 +104,8 @@
     }
     for await (const { event, data } of sseEvents(response)) {
       if (event === "token") { content.textContent += data.delta; scrollDown(); }
-      else if (event === "done") { pending.outerHTML = data.html; reply.remove(); showTitle(data.title); }
-      else if (event === "error") {
-        showError(data.detail, () => send(text));
-        reply.remove(); pending.remove();
-        await refreshHistory();
-      }
+      else if (event === "done") settle(data, [pending, reply]);
+      else if (event === "error") { settle(data, [pending, reply]); showError(data.detail, () => send(text)); }
     }
     scrollDown();
   }
@@ -121,7 +122,8 @@
   });
 
   // --- push-to-talk --------------------------------------------------------------------------------------------------
-  const STAGES = { queued: "Queued…", transcribing: "Transcribing…", thinking: "Thinking…", speaking: "Speaking…" };
+  const STAGES = JSON.parse(chat.dataset.stages);  // in order, from the server (the turn's statuses before it ends)
+  const stageText = (stage) => `${stage[0].toUpperCase()}${stage.slice(1)}…`;
   const MIME_TYPES = ["audio/webm;codecs=opus", "audio/webm", "audio/mp4", "audio/ogg;codecs=opus"];
   let recording = null;  // {recorder, stream, chunks, started, timer, cancelled}
   let holding = false;
@@ -189,44 +191,41 @@
     body.append("audio", blob, `recording.${extension}`);
     let response;
     try {
-      response = await fetch(`/api/v1/sessions/${sessionId}/voice`, { method: "POST", headers: { "X-CSRF-Token": csrf }, body });
+      response = await fetch(`/sessions/${sessionId}/voice`, { method: "POST", headers: { "X-CSRF-Token": csrf }, body });
     } catch { status.textContent = ""; return showError("Could not reach the server.", () => upload(blob)); }
     if (response.status !== 202) {
       status.textContent = "";
       return showError(await problemText(response), response.status >= 500 ? () => upload(blob) : null);
     }
-    follow((await response.json()).id);
+    follow(response.headers.get("Location"));
   }
 
-  function follow(turnId) {
-    const events = new EventSource(`/api/v1/voice-turns/${turnId}/events`);
+  function follow(url) {
+    const events = new EventSource(url);
     // Accepted means it is being transcribed now; the stream's first event (the current state) may still say
     // "queued", so a stage is shown only when it moves forward.
-    const order = Object.keys(STAGES);
-    let reached = order.indexOf("transcribing");
-    status.textContent = STAGES.transcribing;
-    const show = (message) => {
-      const turn = JSON.parse(message.data);
-      const index = order.indexOf(turn.status);
-      if (index > reached) { reached = index; status.textContent = STAGES[turn.status]; }
-      return turn;
-    };
-    events.addEventListener("status", show);
+    let reached = STAGES.indexOf("transcribing");
+    status.textContent = stageText(STAGES[reached]);
+    events.addEventListener("status", (message) => {
+      const stage = JSON.parse(message.data).status;
+      const index = STAGES.indexOf(stage);
+      if (index > reached) { reached = index; status.textContent = stageText(stage); }
+    });
     events.addEventListener("done", async (message) => {
       events.close();
-      const turn = JSON.parse(message.data);
+      const data = JSON.parse(message.data);
       status.textContent = "Done";
-      await refreshHistory();
-      replyAudio.src = turn.reply_audio_url;
+      settle(data);
+      replyAudio.src = data.reply_audio_url;
       try { await replyAudio.play(); playReply.hidden = true; }
       catch { playReply.hidden = false; }  // autoplay blocked: one click plays it
     });
-    events.addEventListener("failed", async (message) => {
+    events.addEventListener("failed", (message) => {
       events.close();
-      const turn = JSON.parse(message.data);
+      const data = JSON.parse(message.data);
       status.textContent = "";
-      showError(turn.error ? turn.error.detail : "The voice turn failed.");
-      await refreshHistory();
+      settle(data);
+      showError(data.detail);
     });
     events.onerror = () => { if (events.readyState === EventSource.CLOSED) status.textContent = ""; };
   }

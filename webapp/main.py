@@ -19,6 +19,7 @@ from webapp.db import Database
 from webapp.http.disconnects import ClientGoneIsOneLine
 from webapp.http.middleware import BodyLimit, HeadAsGet, NulInPathIsNotFound
 from webapp.http.openapi import build_openapi, docs, operation_id
+from webapp.http.paths import API_PREFIX
 from webapp.http.security_headers import SecurityHeaders
 from webapp.pages import agents as agent_pages
 from webapp.pages import auth as auth_pages
@@ -31,18 +32,17 @@ from webapp.services.limits import RateLimiter
 from webapp.services.runtime import Runtime, cancel_and_wait
 from webapp.services.turns import TurnLocks
 
-API_PREFIX = "/api/v1"
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
 SHUTDOWN_GRACE_SECONDS = 10.0
 
-DESCRIPTION = """
+DESCRIPTION = f"""
 Parley: create agents (a name and a system prompt), open chat sessions with them, and talk to them by text or by
 voice.
 
-**Start here:** `POST /api/v1/auth/register` (or `/auth/login`) returns an access token; `POST /api/v1/api-keys`
-makes a long-lived key for scripts. Press **Authorize** and paste either one.
+**Start here:** `POST {API_PREFIX}/auth/register` (or `/auth/login`) returns an access token;
+`POST {API_PREFIX}/api-keys` makes a long-lived key for scripts. Press **Authorize** and paste either one.
 
-**Lists** return `{"items": [...], "next_cursor": ...}`; pass `next_cursor` back as `cursor` for the next page.
+**Lists** return `{{"items": [...], "next_cursor": ...}}`; pass `next_cursor` back as `cursor` for the next page.
 
 **Errors** are `application/problem+json` documents (RFC 9457) with a stable `code`; each operation lists the codes
 it can answer with.
@@ -99,8 +99,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def _streams_its_own_body(path: str) -> bool:
-    """The audio upload streams to disk under `MAX_AUDIO_BYTES` (`http.uploads`); every other body is capped whole."""
-    return path.startswith(f"{API_PREFIX}/sessions/") and path.endswith("/voice")
+    """The audio uploads (the API's and the chat page's) stream to disk under `MAX_AUDIO_BYTES` (`http.uploads`);
+    every other body is capped whole."""
+    return path.removeprefix(API_PREFIX).startswith("/sessions/") and path.endswith("/voice")
 
 
 def _load_settings() -> Settings:

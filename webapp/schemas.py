@@ -8,6 +8,7 @@ from typing import Annotated, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from webapp import models
+from webapp.http.paths import API_PREFIX
 
 NO_NUL = r"^[^\x00]*$"
 """Text never holds NUL characters: PostgreSQL cannot store them, and they mean nothing in a name or a message."""
@@ -281,7 +282,7 @@ class MessageRead(BaseModel):
             source=message.source,
             status=message.status,
             error=ErrorInfo.model_validate(message.error) if message.error else None,
-            audio_url=f"/api/v1/messages/{message.id}/audio" if message.audio_path else None,
+            audio_url=f"{API_PREFIX}/messages/{message.id}/audio" if message.audio_path else None,
             model=message.model,
             usage=Usage(prompt_tokens=message.prompt_tokens, completion_tokens=message.completion_tokens)
             if has_usage
@@ -327,7 +328,7 @@ class VoiceTurnRead(BaseModel):
             assistant_message_id=turn.assistant_message_id,
             transcript=turn.transcript,
             reply_text=turn.reply_text,
-            reply_audio_url=f"/api/v1/messages/{turn.assistant_message_id}/audio" if done else None,
+            reply_audio_url=f"{API_PREFIX}/messages/{turn.assistant_message_id}/audio" if done else None,
             error=ErrorInfo.model_validate(turn.error) if turn.error else None,
             timings_ms=dict(turn.timings_ms or {}),
             created_at=turn.created_at,

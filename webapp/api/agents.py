@@ -7,6 +7,7 @@ from fastapi import APIRouter, Response, status
 from webapp.deps import AUTHENTICATED, PageDep, PrincipalDep, RuntimeDep
 from webapp.errors import AgentNotFound
 from webapp.http.openapi import problems
+from webapp.http.paths import API_PREFIX
 from webapp.schemas import AgentCreate, AgentRead, AgentUpdate, Page, SessionCreate, SessionRead, VoiceCatalogRead
 from webapp.services import agents, sessions
 
@@ -20,7 +21,7 @@ async def create_agent(
 ) -> AgentRead:
     """Create an agent."""
     agent = await agents.create(runtime, owner_id=principal.user_id, data=data)
-    response.headers["Location"] = f"/api/v1/agents/{agent.id}"
+    response.headers["Location"] = f"{API_PREFIX}/agents/{agent.id}"
     return agent
 
 
@@ -73,7 +74,7 @@ async def create_session(
     """Start a chat session with the agent."""
     title = data.title if data else None
     chat = await sessions.create(runtime, owner_id=principal.user_id, agent_id=agent_id, title=title)
-    response.headers["Location"] = f"/api/v1/sessions/{chat.id}"
+    response.headers["Location"] = f"{API_PREFIX}/sessions/{chat.id}"
     return chat
 
 

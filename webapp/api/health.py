@@ -1,4 +1,4 @@
-"""Liveness and readiness probes (outside `/api/v1`)."""
+"""Liveness and readiness probes (outside the API prefix)."""
 
 from __future__ import annotations
 

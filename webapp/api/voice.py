@@ -30,6 +30,7 @@ from webapp.errors import (
     error_from_field,
 )
 from webapp.http.openapi import audio_response, problems, schema_ref, sse_response, upload_body
+from webapp.http.paths import API_PREFIX
 from webapp.http.uploads import receive_file
 from webapp.schemas import VoiceTurnRead
 from webapp.services import voice
@@ -84,7 +85,7 @@ async def create_voice_turn(
         return JSONResponse(
             turn.model_dump(mode="json"),
             status_code=status.HTTP_202_ACCEPTED,
-            headers={"Location": f"/api/v1/voice-turns/{turn.id}"},
+            headers={"Location": f"{API_PREFIX}/voice-turns/{turn.id}"},
         )
     finished = await voice.wait_for(runtime, owner_id=principal.user_id, turn_id=turn.id)
     if finished.error is not None:

@@ -1,22 +1,33 @@
-"""The chat view: history, a text box whose reply streams in, and push-to-talk (static/chat.js)."""
+"""The chat view: history, a text box whose reply streams in, and push-to-talk (static/chat.js).
+
+Typed and spoken turns both come through here, as server-sent events that end with `done` or `error`, whose data
+carries the turn's stored messages as HTML (`_history.html`) and the session's title if the turn named it.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from sse_starlette import EventSourceResponse
 
 from webapp.deps import RuntimeDep
-from webapp.http.sse import turn_events
+from webapp.errors import SessionNotFound
+from webapp.http.sse import turn_events, voice_turn_events
+from webapp.http.uploads import receive_file
 from webapp.pages.rendering import BrowserDep, render, templates, validated
-from webapp.schemas import MessageCreate, TurnRead
-from webapp.services import accounts, messages, sessions, turns
+from webapp.schemas import MessageCreate, MessageRead, TurnRead, VoiceTurnRead
+from webapp.services import accounts, messages, sessions, turns, voice
+from webapp.services.turns import ErrorEvent
+from webapp.services.voice_events import STAGE_ORDER, TERMINAL
 
 router = APIRouter(include_in_schema=False)
-TITLE_HEADER = "X-Session-Title"
+
+VOICE_STAGES = sorted((name for name, rank in STAGE_ORDER.items() if rank < TERMINAL), key=STAGE_ORDER.__getitem__)
+"""A voice turn's stages before it ends, in order: the page's `data-stages`, which chat.js shows as they come."""
 
 
 @router.get("/sessions/{session_id}")
@@ -31,24 +42,22 @@ async def chat_page(session_id: str, request: Request, runtime: RuntimeDep, prin
         agent_name=session.agent_name,
         session=session,
         messages=await messages.whole_history(runtime, owner_id=owner_id, session_id=session_id),
+        stages=VOICE_STAGES,
     )
 
 
 @router.get("/sessions/{session_id}/messages")
 async def history_fragment(session_id: str, request: Request, runtime: RuntimeDep, principal: BrowserDep) -> Response:
+    """The whole history as a fragment."""
     owner_id = principal.user_id
     session = await sessions.get(runtime, owner_id=owner_id, session_id=session_id)
     history = await messages.whole_history(runtime, owner_id=owner_id, session_id=session_id)
-    response = render(request, runtime, "_history.html", agent_name=session.agent_name, messages=history)
-    # A voice turn's first message names the session; chat.js refreshes the history then, and the breadcrumb from
-    # this header (percent-encoded: header values are Latin-1).
-    response.headers[TITLE_HEADER] = quote(session.title, safe="")
-    return response
+    return render(request, runtime, "_history.html", agent_name=session.agent_name, messages=history)
 
 
-def _messages_html(request: Request, agent_name: str, *shown: Any) -> str:
+def _messages_html(request: Request, agent_name: str, shown: Iterable[MessageRead]) -> str:
     template = templates.get_template("_history.html")
-    return template.render(request=request, agent_name=agent_name, messages=shown)
+    return template.render(request=request, agent_name=agent_name, messages=list(shown))
 
 
 @router.post("/sessions/{session_id}/send")
@@ -58,13 +67,55 @@ async def send_message(session_id: str, request: Request, runtime: RuntimeDep, p
     data = validated(MessageCreate, {"content": str((await request.form()).get("content", ""))})
     before = await sessions.get(runtime, owner_id=owner_id, session_id=session_id)
     turn = turns.send(runtime, owner_id=owner_id, session_id=session_id, content=data.content, stream=True)
-    await turn.user_message()  # errors before anything is stored keep their own status (404, 409)
+    question = await turn.user_message()  # errors before anything is stored keep their own status (404, 409)
     title = None
     if before.message_count == 0:  # the first message names the session: the page's breadcrumb shows it
         title = (await sessions.get(runtime, owner_id=owner_id, session_id=session_id)).title
 
     def as_html(done: TurnRead) -> dict[str, str | None]:
-        html = _messages_html(request, before.agent_name, done.user_message, done.assistant_message)
+        html = _messages_html(request, before.agent_name, (done.user_message, done.assistant_message))
         return {"html": html, "title": title}
 
-    return EventSourceResponse(turn_events(turn.events(), done=as_html), ping=15)
+    def failed_as_html(failed: ErrorEvent) -> dict[str, str | None]:
+        if failed.turn is not None:  # the failed reply is stored with the question
+            return as_html(failed.turn)
+        return {"html": _messages_html(request, before.agent_name, [question]), "title": title}
+
+    return EventSourceResponse(turn_events(turn.events(), done=as_html, error=failed_as_html), ping=15)
+
+
+@router.post("/sessions/{session_id}/voice", status_code=202)
+async def send_recording(session_id: str, request: Request, runtime: RuntimeDep, principal: BrowserDep) -> Response:
+    """The API's voice upload (a multipart `audio` field); `Location` names the stream of the turn's stages."""
+
+    async def receive(dest: Path) -> None:
+        await receive_file(request, field="audio", dest=dest, max_bytes=runtime.settings.max_audio_bytes)
+
+    turn = await voice.accept(runtime, owner_id=principal.user_id, session_id=session_id, receive=receive)
+    return Response(status_code=202, headers={"Location": f"/voice-turns/{turn.id}/events"})
+
+
+@router.get("/voice-turns/{turn_id}/events")
+async def follow_recording(turn_id: str, request: Request, runtime: RuntimeDep, principal: BrowserDep) -> Response:
+    """The voice turn's stages as server-sent events (an `EventSource`, which reconnects): `status` events, then
+    `done` or `failed` carrying the stored messages as HTML, the session's title if the turn named it, and the
+    reply's audio URL."""
+    owner_id = principal.user_id
+    await voice.get_turn(runtime, owner_id=owner_id, turn_id=turn_id)  # a 404 before the stream starts
+
+    async def finished(turn: VoiceTurnRead) -> dict[str, Any]:
+        try:
+            session = await sessions.get(runtime, owner_id=owner_id, session_id=turn.session_id)
+        except SessionNotFound:  # deleted while the turn ran: nothing left to show
+            return {"html": "", "title": None, "reply_audio_url": None}
+        ids = (turn.user_message_id, turn.assistant_message_id)
+        shown = await messages.get_many(runtime, owner_id=owner_id, ids=ids)
+        first = await messages.list_messages(
+            runtime, owner_id=owner_id, session_id=turn.session_id, limit=1, cursor=None
+        )
+        named = bool(first.items) and first.items[0].id == turn.user_message_id  # the first message names the session
+        html = _messages_html(request, session.agent_name, shown)
+        return {"html": html, "title": session.title if named else None, "reply_audio_url": turn.reply_audio_url}
+
+    snapshots = voice.follow_turn(runtime, owner_id=owner_id, turn_id=turn_id)
+    return EventSourceResponse(voice_turn_events(snapshots, finished=finished), ping=15)

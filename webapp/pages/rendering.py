@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from webapp.deps import CSRF_COOKIE, SESSION_COOKIE, RuntimeDep, browser_principal
 from webapp.errors import AppError, ValidationFailed
 from webapp.http import problems
+from webapp.schemas import AgentCreate, MessageCreate, RegisterRequest
 from webapp.services import accounts
 from webapp.services.accounts import Principal
 from webapp.services.runtime import Runtime
@@ -38,8 +39,24 @@ def _time_element(value: datetime | None) -> Markup:
     return Markup('<time datetime="{}" title="{}">{}</time>').format(moment, text, text)
 
 
+def _constraints(model: type[BaseModel], field: str) -> dict[str, Any]:
+    """The JSON-schema constraints of a model's text field (`minLength`, `maxLength`, …), optional or not."""
+    schema: dict[str, Any] = model.model_json_schema()["properties"][field]
+    return next((option for option in schema.get("anyOf", [schema]) if option.get("type") == "string"), schema)
+
+
+FIELD_LIMITS = {
+    "agent_name": _constraints(AgentCreate, "name"),
+    "prompt": _constraints(AgentCreate, "prompt"),
+    "message": _constraints(MessageCreate, "content"),
+    "display_name": _constraints(RegisterRequest, "display_name"),
+    "password": _constraints(RegisterRequest, "password"),
+}
+"""The forms' length limits, from the input models the routes validate with (`limits.prompt.maxLength`)."""
+
 templates.env.filters["when"] = _utc_text
 templates.env.filters["timestamp"] = _time_element
+templates.env.globals["limits"] = FIELD_LIMITS
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 from sqlalchemy import select
@@ -43,6 +44,18 @@ async def whole_history(runtime: Runtime, *, owner_id: str, session_id: str, pag
         if page.next_cursor is None:
             return items
         cursor = page.next_cursor
+
+
+async def get_many(runtime: Runtime, *, owner_id: str, ids: Iterable[str | None]) -> list[MessageRead]:
+    """These messages (those that exist and are `owner_id`'s), in the order of their history."""
+    wanted = [message_id for message_id in ids if message_id is not None]
+    async with runtime.db.read() as db:
+        found = await db.scalars(
+            select(Message)
+            .where(Message.id.in_(wanted), in_session_owned_by(Message.session_id, owner_id))
+            .order_by(Message.seq)
+        )
+        return [MessageRead.of(message) for message in found]
 
 
 async def audio(runtime: Runtime, *, owner_id: str, message_id: str) -> tuple[Path, str]:

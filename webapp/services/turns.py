@@ -415,6 +415,8 @@ class DoneEvent:
 @dataclass
 class ErrorEvent:
     error: AppError
+    turn: TurnRead | None = None
+    """The stored turn when the reply failed at the provider (its failure is stored with the question)."""
 
 
 TurnEvent = TokenEvent | DoneEvent | ErrorEvent
@@ -455,7 +457,7 @@ class RunningTurn:
         if crash is None:
             turn = self.task.result()
             failure = failure_of(turn)
-            yield DoneEvent(turn) if failure is None else ErrorEvent(failure)
+            yield DoneEvent(turn) if failure is None else ErrorEvent(failure, turn)
         elif isinstance(crash, AppError):
             yield ErrorEvent(crash)
         else:
