@@ -75,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await cancel_and_wait(recovery)
             await runtime.drain(SHUTDOWN_GRACE_SECONDS)
+            await locks.aclose()
             await provider.aclose()
             await database.dispose()
 
@@ -88,12 +89,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(ClientGoneIsOneLine)
     app.add_middleware(SecurityHeaders)  # outermost: every response, even HEAD's and a NUL path's 404
     app.include_router(health.router, generate_unique_id_function=operation_id)
+    # The API's routes first: routes are tried in order, and API calls are the hot path.
+    for router in (auth.public, auth.router, agents.router, sessions.router, voice.router, messages.router):
+        app.include_router(router, prefix=API_PREFIX, generate_unique_id_function=operation_id)
     app.include_router(docs)
     for page in (auth_pages, agent_pages, session_pages, chat_pages):
         app.include_router(page.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    for router in (auth.public, auth.router, agents.router, sessions.router, voice.router, messages.router):
-        app.include_router(router, prefix=API_PREFIX, generate_unique_id_function=operation_id)
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     return app
 

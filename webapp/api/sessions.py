@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, status
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from sse_starlette import EventSourceResponse
 
 from webapp.deps import AUTHENTICATED, PageDep, PrincipalDep, RuntimeDep
@@ -103,4 +103,4 @@ async def send_message(
         events = turn_events(turn.events(), done=lambda done: done.model_dump(mode="json"))
         return EventSourceResponse(events, status_code=status.HTTP_201_CREATED, ping=15)
     result: TurnRead = await turn.result()
-    return JSONResponse(result.model_dump(mode="json"), status_code=status.HTTP_201_CREATED)
+    return Response(result.model_dump_json(), status_code=status.HTTP_201_CREATED, media_type="application/json")

@@ -90,6 +90,9 @@ class TurnLocks:
         self._lease = timedelta(seconds=lease_seconds)
         self._poll_seconds = poll_seconds
         self._local: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._holding: dict[str, Lease] = {}
+        """The leases of this process's turns under way, by token: renewed together by one task."""
+        self._renewer: asyncio.Task[None] | None = None
 
     @contextlib.asynccontextmanager
     async def hold(self, session_id: str) -> AsyncIterator[Lease]:
@@ -98,22 +101,32 @@ class TurnLocks:
         lease = Lease(session_id, str(uuid.uuid4()), loop.time() + self._busy_timeout)
         lock = self._enter(session_id)
         try:
-            try:
-                async with asyncio.timeout_at(lease.deadline):
-                    await lock.acquire()
-            except TimeoutError:
-                raise self._busy() from None
-            renewer = asyncio.create_task(self._renew(lease))
+            if lock.locked():
+                try:
+                    async with asyncio.timeout_at(lease.deadline):
+                        await lock.acquire()
+                except TimeoutError:
+                    raise self._busy() from None
+            else:  # the usual case: no turn under way, no timer to set up
+                await lock.acquire()
+            self._holding[lease.token] = lease
+            self._start_renewing()
             try:
                 yield lease
             finally:
-                renewer.cancel()
-                await asyncio.gather(renewer, return_exceptions=True)
+                del self._holding[lease.token]
                 if lease.held:
                     await asyncio.shield(self._release(lease))
                 lock.release()
         finally:
             self._leave(session_id)
+
+    async def aclose(self) -> None:
+        """Stop renewing leases (at shutdown, after the turns have drained)."""
+        if self._renewer is not None:
+            self._renewer.cancel()
+            await asyncio.gather(self._renewer, return_exceptions=True)
+            self._renewer = None
 
     # --- the lease, as parts of a turn's own statements --------------------------------------------------------------
     # Fragments with bound parameters (`lease_owner`, `now`, `lease_until`), so statements built from them can be
@@ -183,16 +196,26 @@ class TurnLocks:
         else:
             self._local[session_id] = (lock, users - 1)
 
-    async def _renew(self, lease: Lease) -> None:
+    def _start_renewing(self) -> None:
+        if self._renewer is None or self._renewer.done():
+            self._renewer = asyncio.create_task(self._renew_forever())
+
+    async def _renew_forever(self) -> None:
+        """Every third of the lease's length, extend every held lease of this process in one statement."""
         while True:
             await asyncio.sleep(self._lease.total_seconds() / 3)
-            if lease.held:
+            tokens = [lease.token for lease in self._holding.values() if lease.held]
+            if not tokens:
+                continue
+            try:
                 async with self._db.write() as db:
                     await db.execute(
                         update(SESSION)
-                        .where(SESSION.c.id == lease.session_id, SESSION.c.lease_token == lease.token)
+                        .where(SESSION.c.lease_token.in_(tokens))
                         .values(lease_expires_at=utcnow() + self._lease)
                     )
+            except Exception:  # a passing database error must not stop later renewals
+                log.exception("renewing turn leases failed")
 
     async def _release(self, lease: Lease) -> None:
         async with self._db.write() as db:
