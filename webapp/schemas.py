@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Generic, Literal, TypeVar
+from types import SimpleNamespace
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
@@ -281,25 +282,34 @@ class MessageRead(BaseModel):
     updated_at: datetime
 
     @classmethod
-    def of(cls, message: models.Message) -> MessageRead:
+    def of(cls, message: models.Message | SimpleNamespace) -> MessageRead:
+        """From a stored message, or from the plain row the turn engine has just inserted.
+
+        Built without validation (`model_construct`): every value comes from our own database row, and this runs
+        twice per turn.
+        """
         has_usage = message.prompt_tokens is not None or message.completion_tokens is not None
-        return cls(
-            id=message.id,
-            session_id=message.session_id,
-            role=message.role,
-            content=message.content,
-            source=message.source,
-            status=message.status,
-            error=ErrorInfo.model_validate(message.error) if message.error else None,
-            audio_url=f"{API_PREFIX}/messages/{message.id}/audio" if message.audio_path else None,
-            model=message.model,
-            usage=Usage(prompt_tokens=message.prompt_tokens, completion_tokens=message.completion_tokens)
+        usage = (
+            Usage.model_construct(prompt_tokens=message.prompt_tokens, completion_tokens=message.completion_tokens)
             if has_usage
-            else None,
-            latency_ms=message.latency_ms,
-            created_at=message.created_at,
-            updated_at=message.updated_at,
+            else None
         )
+        fields: dict[str, Any] = {
+            "id": message.id,
+            "session_id": message.session_id,
+            "role": message.role,
+            "content": message.content,
+            "source": message.source,
+            "status": message.status,
+            "error": ErrorInfo.model_validate(message.error) if message.error else None,
+            "audio_url": f"{API_PREFIX}/messages/{message.id}/audio" if message.audio_path else None,
+            "model": message.model,
+            "usage": usage,
+            "latency_ms": message.latency_ms,
+            "created_at": message.created_at,
+            "updated_at": message.updated_at,
+        }
+        return cls.model_construct(**fields)
 
 
 class TurnRead(BaseModel):

@@ -23,6 +23,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -278,7 +279,7 @@ class Draft:
 
 def append_message(
     connection: Connection, locks: TurnLocks, lease: Lease, draft: Draft, *, owner_id: str | None = None
-) -> tuple[Message, str]:
+) -> tuple[MessageRead, str]:
     """Add a message at the end of the session's history; returns it and the session's agent id.
 
     Its `seq` comes from the session's counter, bumped by the same UPDATE that takes the turn's lease (a user's
@@ -299,16 +300,17 @@ def append_message(
         if lease_op == "claim" and connection.scalar(select(exists().where(visible))):
             raise LeaseTaken
         raise SessionNotFound(f"No chat session with id {lease.session_id!r}.")
-    message = Message(
-        id=new_id(),
-        session_id=lease.session_id,
-        seq=row.message_count,
-        created_at=now,
-        updated_at=now,
+    # A plain row, not an ORM object: this runs twice per turn, and instrumented attributes cost more than the INSERT.
+    values = {
+        "id": new_id(),
+        "session_id": lease.session_id,
+        "seq": row.message_count,
+        "created_at": now,
+        "updated_at": now,
         **vars(draft),
-    )
-    connection.execute(INSERT_MESSAGE, {column.key: getattr(message, column.key) for column in MESSAGE.columns})
-    return message, row.agent_id
+    }
+    connection.execute(INSERT_MESSAGE, values)
+    return MessageRead.of(SimpleNamespace(**values)), row.agent_id
 
 
 def build_context(connection: Connection, *, prompt: str, session_id: str, budget: int) -> list[ChatMessage]:
@@ -348,23 +350,22 @@ async def run(
     """
     hooks = hooks or TurnHooks()
     user, agent, context = await _store_question(runtime, lease, question, owner_id)
-    user_read = MessageRead.of(user)
     if hooks.on_user_stored is not None:
-        hooks.on_user_stored.set_result(user_read)
+        hooks.on_user_stored.set_result(user)
     answer = await _ask(runtime, agent, context, source=question.source, on_token=hooks.on_token)
     assistant, _ = await runtime.db.transaction(
         lambda connection: append_message(connection, runtime.locks, lease, answer)
     )
     lease.held = False
-    return TurnRead(user_message=user_read, assistant_message=MessageRead.of(assistant))
+    return TurnRead(user_message=user, assistant_message=assistant)
 
 
 async def _store_question(
     runtime: Runtime, lease: Lease, question: Draft, owner_id: str | None
-) -> tuple[Message, Any, list[ChatMessage]]:
+) -> tuple[MessageRead, Any, list[ChatMessage]]:
     """Store the user's message (taking the lease, waiting while another process holds it); the agent and context."""
 
-    def store(connection: Connection) -> tuple[Message, Any, list[ChatMessage]]:
+    def store(connection: Connection) -> tuple[MessageRead, Any, list[ChatMessage]]:
         user, agent_id = append_message(connection, runtime.locks, lease, question, owner_id=owner_id)
         agent = connection.execute(SELECT_AGENT, {"agent_id": agent_id}).one()
         budget = runtime.settings.context_token_budget
