@@ -250,6 +250,23 @@ async def test_several_listeners_see_the_same_stages(openai_app_settings: Settin
     assert events[1][-1] == events[0][-1] and events[2][-1] == events[0][-1]  # and the same final state
 
 
+async def test_deleting_the_session_ends_its_turns_stream_with_failed(
+    openai_app_settings: Settings, upstream: FakeOpenAI
+) -> None:
+    upstream.push(TRANSCRIBE, Scripted(delay=1.5))
+    async with serve(openai_app_settings) as client:
+        session = await new_chat(client)
+        turn = (await upload(client, session["id"], spoken("wav"))).json()
+        await reached(client, turn["id"], "transcribing")
+        stream = asyncio.create_task(client.get(f"/voice-turns/{turn['id']}/events"))
+        await asyncio.sleep(0.2)  # the follower is listening
+        assert (await client.delete(f"/sessions/{session['id']}")).status_code == 204
+        events = parse_sse((await asyncio.wait_for(stream, timeout=10)).text)
+    name, last = events[-1]
+    assert name == "failed" and last["status"] == "failed", events
+    assert last["error"]["code"] == "voice_turn_not_found", last
+
+
 async def reached(client: httpx.AsyncClient, turn_id: str, status: str) -> None:
     """Wait until the voice turn's status is `status`."""
     for _ in range(400):

@@ -7,7 +7,8 @@ import contextlib
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
-from webapp.schemas import VoiceTurnRead
+from webapp.errors import VoiceTurnNotFound
+from webapp.schemas import ErrorInfo, VoiceTurnRead
 
 STAGE_ORDER = {"queued": 0, "transcribing": 1, "thinking": 2, "speaking": 3, "done": 4, "failed": 4}
 TERMINAL = 4
@@ -45,7 +46,8 @@ async def follow(
     """The turn's current state, then each later stage in order, ending after `done` or `failed`.
 
     Snapshots published in this process arrive at once; when the turn runs in another worker process, re-reading
-    the database every `poll_seconds` picks up its progress.
+    the database every `poll_seconds` picks up its progress. A turn deleted meanwhile (with its session) still ends
+    its followers' streams: with a `failed` state saying so.
     """
     with broker.listen(turn_id) as queue:  # listen before reading, so no stage slips between the two
         current = await load()
@@ -55,7 +57,13 @@ async def follow(
             try:
                 snapshot = await asyncio.wait_for(queue.get(), timeout=poll_seconds)
             except TimeoutError:
-                snapshot = await load()
+                try:
+                    snapshot = await load()
+                except VoiceTurnNotFound as gone:
+                    error = ErrorInfo(code=gone.code, detail="The voice turn was deleted with its session.")
+                    yield current.model_copy(update={"status": "failed", "error": error})
+                    return
             if STAGE_ORDER[snapshot.status] > reached:
                 reached = STAGE_ORDER[snapshot.status]
+                current = snapshot
                 yield snapshot
