@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 
 from starlette.requests import ClientDisconnect
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
+
+from webapp.http.asgi import HttpMiddleware
 
 log = logging.getLogger(__name__)
 
 
-class ClientGoneIsOneLine:
+class ClientGoneIsOneLine(HttpMiddleware):
     """Log a client that hung up before its request body or its response was complete, in one line, and end the
     request quietly.
 
@@ -20,13 +22,7 @@ class ClientGoneIsOneLine:
     partial file) as the exception passes through them.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = dict(scope["headers"])
         declared = headers.get(b"content-length", b"").decode("latin-1")
         received = 0

@@ -7,20 +7,18 @@ from collections.abc import Callable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from webapp.errors import NotFound, RequestTooLarge
+from webapp.http.asgi import HttpMiddleware
 from webapp.http.problems import problem_response
 
 
-class HeadAsGet:
+class HeadAsGet(HttpMiddleware):
     """Answer `HEAD` as `GET` without the body (RFC 9110 §9.3.2): FastAPI routes serve only the methods they name.
 
     Load balancers and uptime checkers probe `/healthz` this way, and download tools ask an audio file's size.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "HEAD":
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] != "HEAD":
             await self.app(scope, receive, send)
             return
 
@@ -40,20 +38,17 @@ class HeadAsGet:
         await self.app({**scope, "method": "GET"}, receive, headers_only)
 
 
-class NulInPathIsNotFound:
+class NulInPathIsNotFound(HttpMiddleware):
     """A path with a NUL character names nothing here (no id holds one), and PostgreSQL could not even compare it."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and "\x00" in scope["path"]:
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if "\x00" in scope["path"]:
             await problem_response(NotFound("No resource has a NUL character in its path."))(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
 
-class BodyLimit:
+class BodyLimit(HttpMiddleware):
     """Refuse a request body over `max_bytes` (413 `request_too_large`) before any route, authentication or parser.
 
     A declared `Content-Length` is judged at once; a chunked body is read here up to the cap, then handed on, so a
@@ -62,10 +57,11 @@ class BodyLimit:
     """
 
     def __init__(self, app: ASGIApp, *, max_bytes: int, exempt: Callable[[str], bool]) -> None:
-        self.app, self.max_bytes, self.exempt = app, max_bytes, exempt
+        super().__init__(app)
+        self.max_bytes, self.exempt = max_bytes, exempt
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.exempt(scope["path"]):
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.exempt(scope["path"]):
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])

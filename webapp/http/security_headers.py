@@ -9,7 +9,9 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers, MutableHeaders
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
+
+from webapp.http.asgi import HttpMiddleware
 
 CONTENT_SECURITY_POLICY = "; ".join(
     (
@@ -36,7 +38,7 @@ ALWAYS: dict[str, str] = {
 }
 
 
-class SecurityHeaders:
+class SecurityHeaders(HttpMiddleware):
     """Adds `ALWAYS` to every response and the CSP to HTML ones; makes a `Location` built from `Host` relative.
 
     Starlette builds some redirects itself (`/signin/` → `/signin`) as absolute URLs from the request's `Host`
@@ -44,13 +46,7 @@ class SecurityHeaders:
     scheme and host here, whoever built it.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         own_hosts = _own_hosts(scope)
 
         async def send_with_headers(message: Message) -> None:
