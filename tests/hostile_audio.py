@@ -281,12 +281,10 @@ def _mkv_pcm(*, rate: float | None = None, channels: int | None = None) -> bytes
 def _webm_channels(channels: int) -> bytes:
     data = tone("webm", 1.0)
     at = data.index(b"\x9f\x81\x01")  # Channels: 1
-    head = data[at + 9 :]
     # The OpusHead in CodecPrivate carries the decoder's channel count too.
     opus = data.index(b"OpusHead")
     patched = bytearray(data[:at] + b"\x9f\x81" + bytes([channels & 0xFF]) + data[at + 3 :])
     patched[opus + 9] = channels & 0xFF
-    del head
     return bytes(patched)
 
 

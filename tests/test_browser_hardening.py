@@ -160,7 +160,6 @@ async def test_no_page_has_inline_script_handlers_or_styles(app: FastAPI) -> Non
             chat,
             f"/agents/{agent_id[1]}/edit",
             f"/agents/{agent_id[1]}/item",
-            f"{chat}/messages",
             "/sessions/nope",  # an error page
             "/docs",
         ]

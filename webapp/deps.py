@@ -57,7 +57,9 @@ SESSION_COOKIE = "parley_session"
 CSRF_COOKIE = "parley_csrf"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+FORM_TYPE = "application/x-www-form-urlencoded"
+"""The forms whose `csrf_token` field is read: never a multipart upload, which must send the header (reading its
+form would swallow the recording, past its size cap)."""
 
 bearer_scheme = HTTPBearer(
     auto_error=False,
@@ -109,15 +111,25 @@ async def get_principal(
     return principal
 
 
+def client_address(request: Request) -> str:
+    """The caller's address (the proxy's client, with `--proxy-headers`): what sign-in attempts are counted by."""
+    return request.client.host if request.client else "unknown"
+
+
+def session_principal(request: Request, runtime: Runtime) -> Principal | None:
+    """Whose valid session cookie this is, if any (no CSRF check: for reading, or for `browser_principal`)."""
+    cookie = request.cookies.get(SESSION_COOKIE)
+    return accounts.read_token(secret=runtime.secret_key, token=cookie) if cookie else None
+
+
 async def browser_principal(request: Request, runtime: Runtime) -> Principal | None:
     """The signed-in browser, from its session cookie (None without a valid one); a change must also carry the
     session's CSRF token, in the `X-CSRF-Token` header or a form's `csrf_token` field. The API and the pages both
     come here: the one cookie check."""
-    cookie = request.cookies.get(SESSION_COOKIE)
-    principal = accounts.read_token(secret=runtime.secret_key, token=cookie) if cookie else None
+    principal = session_principal(request, runtime)
     if principal is not None and request.method not in SAFE_METHODS:
         submitted = request.headers.get(CSRF_HEADER)
-        if submitted is None and request.headers.get("content-type", "").startswith(FORM_TYPES):
+        if submitted is None and request.headers.get("content-type", "").startswith(FORM_TYPE):
             # Starlette keeps the parsed form for the route; it is read before any transaction opens.
             submitted = str((await request.form()).get("csrf_token", ""))
         check_csrf(request, submitted, secret=runtime.secret_key)

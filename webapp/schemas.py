@@ -9,6 +9,8 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from webapp import models
+from webapp.ai.base import ProviderName
+from webapp.errors import AppError, error_from_field
 from webapp.http.paths import API_PREFIX
 
 NO_NUL = r"^[^\x00]*$"
@@ -151,9 +153,6 @@ class AgentUpdate(Input):
     model_config = ConfigDict(json_schema_extra={"examples": [{"prompt": "You are a patient tutor.", "model": None}]})
 
 
-ProviderName = Literal["openai", "offline"]
-
-
 class RunsAsRead(BaseModel):
     """What actually runs for the agent under the server's active provider (read-only)."""
 
@@ -179,7 +178,9 @@ class AgentRead(BaseModel):
     model: str = Field(description="The stored chat model, used by the openai provider.")
     voice: str = Field(description="The stored voice, used by the openai provider (and by offline if it knows it).")
     temperature: float | None
-    runs_as: RunsAsRead = Field(description="What actually runs for this agent now: see `GET /api/v1/voices`, too.")
+    runs_as: RunsAsRead = Field(
+        description=f"What actually runs for this agent now: see `GET {API_PREFIX}/voices`, too."
+    )
     created_at: datetime
     updated_at: datetime
 
@@ -255,6 +256,10 @@ class ErrorInfo(BaseModel):
     code: str
     detail: str
     retry_after: str | None = Field(None, exclude=True)  # kept to answer a later wait with it; never shown
+
+    def as_error(self) -> AppError:
+        """The error this records, as raised (to answer for a failed stored turn or reply)."""
+        return error_from_field(self.as_field())
 
     def as_field(self) -> dict[str, str]:
         """The stored form: `{"code", "detail"}`, plus `retry_after` when there is one (`errors.error_from_field`)."""

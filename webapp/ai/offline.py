@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Literal
 from webapp.ai.base import ChatMessage, ChatReply, RunsAs, TokenSink, VoiceCatalog
 from webapp.audio import AudioClip, encode_pcm
 from webapp.config import Settings
+from webapp.http.paths import API_PREFIX
 
 if TYPE_CHECKING:
     from webapp.ai.offline_speech import OfflineRecognizer, OfflineSynthesizer, OfflineVoices
@@ -141,7 +142,7 @@ class OfflineProvider:
             switch = "set OPENAI_API_KEY (and optionally OPENAI_BASE_URL) to use OpenAI or a compatible server"
         return (
             "provider offline — chat: canned stand-in reply (no language model), speech recognition: pocketsphinx "
-            f"(en-US), speech synthesis: espeak-ng (voices: GET /api/v1/voices); {switch}"
+            f"(en-US), speech synthesis: espeak-ng (voices: GET {API_PREFIX}/voices); {switch}"
         )
 
     async def runs_as(self, *, model: str, voice: str) -> RunsAs:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, status
 
-from webapp.deps import AUTHENTICATED, PrincipalDep, RuntimeDep
+from webapp.deps import AUTHENTICATED, PrincipalDep, RuntimeDep, client_address
 from webapp.errors import ApiKeyNotFound, EmailTaken, InvalidCredentials, RateLimited, SignupDisabled
 from webapp.http.openapi import problems
 from webapp.schemas import (
@@ -38,8 +38,7 @@ async def register(data: RegisterRequest, runtime: RuntimeDep) -> RegisterRead:
 @public.post("/auth/login", summary="Sign in", responses=problems(InvalidCredentials, RateLimited))
 async def login(data: LoginRequest, request: Request, runtime: RuntimeDep) -> TokenRead:
     """Exchange email and password for a bearer access token."""
-    address = request.client.host if request.client else "unknown"
-    return await accounts.log_in(runtime, email=data.email, password=data.password, address=address)
+    return await accounts.log_in(runtime, email=data.email, password=data.password, address=client_address(request))
 
 
 @router.get("/me", summary="Who am I")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, status
@@ -27,13 +26,12 @@ from webapp.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
     VoiceTurnNotFound,
-    error_from_field,
 )
 from webapp.http.openapi import audio_response, problems, schema_ref, sse_response, upload_body
 from webapp.http.paths import API_PREFIX
-from webapp.http.uploads import receive_file
+from webapp.http.uploads import audio_receiver
 from webapp.schemas import VoiceTurnRead
-from webapp.services import voice
+from webapp.services import messages, voice
 from webapp.services.voice_events import STAGE_ORDER, TERMINAL
 
 router = APIRouter(tags=["voice"], dependencies=AUTHENTICATED)
@@ -76,10 +74,7 @@ async def create_voice_turn(
     wait: Annotated[bool, Query(description="Answer only when the turn has finished, with the reply audio.")] = False,
 ) -> Any:
     """Send a recording; the agent's spoken reply follows through the voice turn."""
-
-    async def receive(dest: Path) -> None:
-        await receive_file(request, field="audio", dest=dest, max_bytes=runtime.settings.max_audio_bytes)
-
+    receive = audio_receiver(request, max_bytes=runtime.settings.max_audio_bytes)
     turn = await voice.accept(runtime, owner_id=principal.user_id, session_id=session_id, receive=receive)
     if not wait:
         return JSONResponse(
@@ -89,8 +84,11 @@ async def create_voice_turn(
         )
     finished = await voice.wait_for(runtime, owner_id=principal.user_id, turn_id=turn.id)
     if finished.error is not None:
-        raise error_from_field(finished.error.as_field())
-    path, media_type = await voice.reply_audio(runtime, turn=finished)
+        raise finished.error.as_error()
+    assert finished.assistant_message_id is not None  # a done turn has its reply
+    path, media_type = await messages.audio(
+        runtime, owner_id=principal.user_id, message_id=finished.assistant_message_id
+    )
     headers = {
         "X-Voice-Turn-Id": finished.id,
         "X-User-Message-Id": finished.user_message_id or "",

@@ -47,8 +47,6 @@ class SecurityHeaders(HttpMiddleware):
     """
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        own_hosts = _own_hosts(scope)
-
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
@@ -60,7 +58,7 @@ class SecurityHeaders(HttpMiddleware):
                     headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
                 location = headers.get("location")
                 if location is not None:
-                    headers["Location"] = relative_location(location, own_hosts)
+                    headers["Location"] = relative_location(location, _own_hosts(scope))  # redirects only
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

@@ -8,7 +8,7 @@ from typing import Any
 
 from sse_starlette import ServerSentEvent
 
-from webapp.errors import AppError, error_from_field
+from webapp.errors import AppError
 from webapp.schemas import TurnRead, VoiceTurnRead
 from webapp.services.turns import DoneEvent, ErrorEvent, TokenEvent, TurnEvent
 from webapp.services.voice_events import STAGE_ORDER, TERMINAL
@@ -48,5 +48,5 @@ async def voice_turn_events(
         elif turn.status == "done":
             yield _event("done", await finished(turn))
         else:
-            failure = error_from_field(turn.error.as_field()) if turn.error else AppError("The voice turn failed.")
+            failure = turn.error.as_error() if turn.error else AppError("The voice turn failed.")
             yield _event("failed", failure.problem() | await finished(turn))

@@ -6,6 +6,7 @@ field, chunk by chunk, and stops reading the moment the cap is passed.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, cast
 
@@ -88,6 +89,15 @@ class _FieldWriter:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def audio_receiver(request: Request, *, max_bytes: int) -> Callable[[Path], Awaitable[None]]:
+    """What `voice.accept` calls to write the request's `audio` field to disk, under `max_bytes`."""
+
+    async def receive(dest: Path) -> None:
+        await receive_file(request, field="audio", dest=dest, max_bytes=max_bytes)
+
+    return receive
 
 
 async def receive_file(request: Request, *, field: str, dest: Path, max_bytes: int) -> int:

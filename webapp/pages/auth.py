@@ -7,7 +7,7 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 from starlette.datastructures import FormData
 
-from webapp.deps import SESSION_COOKIE, RuntimeDep, check_csrf
+from webapp.deps import SESSION_COOKIE, RuntimeDep, check_csrf, client_address
 from webapp.errors import AppError, ValidationFailed
 from webapp.pages.rendering import local_path, render
 from webapp.schemas import RegisterRequest
@@ -54,7 +54,7 @@ async def signin(request: Request, runtime: RuntimeDep) -> Response:
     check_csrf(request, str(form.get("csrf_token", "")), secret=runtime.secret_key, account_form=True)
     email, next_path = str(form.get("email", "")), _next(request, form)
     try:
-        address = request.client.host if request.client else "unknown"
+        address = client_address(request)
         token = await accounts.log_in(runtime, email=email, password=str(form.get("password", "")), address=address)
     except AppError as exc:  # wrong credentials (401), or throttled (429, with Retry-After)
         response = render(

@@ -7,7 +7,6 @@ carries the turn's stored messages as HTML (`_history.html`) and the session's t
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -17,7 +16,7 @@ from sse_starlette import EventSourceResponse
 from webapp.deps import RuntimeDep
 from webapp.errors import SessionNotFound
 from webapp.http.sse import turn_events, voice_turn_events
-from webapp.http.uploads import receive_file
+from webapp.http.uploads import audio_receiver
 from webapp.pages.rendering import BrowserDep, render, templates, validated
 from webapp.schemas import MessageCreate, MessageRead, TurnRead, VoiceTurnRead
 from webapp.services import accounts, messages, sessions, turns, voice
@@ -46,15 +45,6 @@ async def chat_page(session_id: str, request: Request, runtime: RuntimeDep, prin
     )
 
 
-@router.get("/sessions/{session_id}/messages")
-async def history_fragment(session_id: str, request: Request, runtime: RuntimeDep, principal: BrowserDep) -> Response:
-    """The whole history as a fragment."""
-    owner_id = principal.user_id
-    session = await sessions.get(runtime, owner_id=owner_id, session_id=session_id)
-    history = await messages.whole_history(runtime, owner_id=owner_id, session_id=session_id)
-    return render(request, runtime, "_history.html", agent_name=session.agent_name, messages=history)
-
-
 def _messages_html(request: Request, agent_name: str, shown: Iterable[MessageRead]) -> str:
     template = templates.get_template("_history.html")
     return template.render(request=request, agent_name=agent_name, messages=list(shown))
@@ -65,21 +55,19 @@ async def send_message(session_id: str, request: Request, runtime: RuntimeDep, p
     """Like the API's streamed send, but `done` and `error` carry the stored messages as HTML."""
     owner_id = principal.user_id
     data = validated(MessageCreate, {"content": str((await request.form()).get("content", ""))})
-    before = await sessions.get(runtime, owner_id=owner_id, session_id=session_id)
     turn = turns.send(runtime, owner_id=owner_id, session_id=session_id, content=data.content, stream=True)
     question = await turn.user_message()  # errors before anything is stored keep their own status (404, 409)
-    title = None
-    if before.message_count == 0:  # the first message names the session: the page's breadcrumb shows it
-        title = (await sessions.get(runtime, owner_id=owner_id, session_id=session_id)).title
+    session = await sessions.get(runtime, owner_id=owner_id, session_id=session_id)
+    title = session.title  # the first message names the session: the page's breadcrumb follows
 
     def as_html(done: TurnRead) -> dict[str, str | None]:
-        html = _messages_html(request, before.agent_name, (done.user_message, done.assistant_message))
+        html = _messages_html(request, session.agent_name, (done.user_message, done.assistant_message))
         return {"html": html, "title": title}
 
     def failed_as_html(failed: ErrorEvent) -> dict[str, str | None]:
         if failed.turn is not None:  # the failed reply is stored with the question
             return as_html(failed.turn)
-        return {"html": _messages_html(request, before.agent_name, [question]), "title": title}
+        return {"html": _messages_html(request, session.agent_name, [question]), "title": title}
 
     return EventSourceResponse(turn_events(turn.events(), done=as_html, error=failed_as_html), ping=15)
 
@@ -87,10 +75,7 @@ async def send_message(session_id: str, request: Request, runtime: RuntimeDep, p
 @router.post("/sessions/{session_id}/voice", status_code=202)
 async def send_recording(session_id: str, request: Request, runtime: RuntimeDep, principal: BrowserDep) -> Response:
     """The API's voice upload (a multipart `audio` field); `Location` names the stream of the turn's stages."""
-
-    async def receive(dest: Path) -> None:
-        await receive_file(request, field="audio", dest=dest, max_bytes=runtime.settings.max_audio_bytes)
-
+    receive = audio_receiver(request, max_bytes=runtime.settings.max_audio_bytes)
     turn = await voice.accept(runtime, owner_id=principal.user_id, session_id=session_id, receive=receive)
     return Response(status_code=202, headers={"Location": f"/voice-turns/{turn.id}/events"})
 
@@ -110,12 +95,8 @@ async def follow_recording(turn_id: str, request: Request, runtime: RuntimeDep, 
             return {"html": "", "title": None, "reply_audio_url": None}
         ids = (turn.user_message_id, turn.assistant_message_id)
         shown = await messages.get_many(runtime, owner_id=owner_id, ids=ids)
-        first = await messages.list_messages(
-            runtime, owner_id=owner_id, session_id=turn.session_id, limit=1, cursor=None
-        )
-        named = bool(first.items) and first.items[0].id == turn.user_message_id  # the first message names the session
-        html = _messages_html(request, session.agent_name, shown)
-        return {"html": html, "title": session.title if named else None, "reply_audio_url": turn.reply_audio_url}
+        html = _messages_html(request, session.agent_name, shown)  # the title: the turn's message may have named it
+        return {"html": html, "title": session.title, "reply_audio_url": turn.reply_audio_url}
 
     snapshots = voice.follow_turn(runtime, owner_id=owner_id, turn_id=turn_id)
     return EventSourceResponse(voice_turn_events(snapshots, finished=finished), ping=15)

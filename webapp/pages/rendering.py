@@ -15,7 +15,7 @@ from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 from pydantic import BaseModel, ValidationError
 
-from webapp.deps import CSRF_COOKIE, SESSION_COOKIE, RuntimeDep, browser_principal
+from webapp.deps import CSRF_COOKIE, SESSION_COOKIE, RuntimeDep, browser_principal, session_principal
 from webapp.errors import AppError, ValidationFailed
 from webapp.http import problems
 from webapp.schemas import AgentCreate, MessageCreate, RegisterRequest
@@ -54,7 +54,6 @@ FIELD_LIMITS = {
 }
 """The forms' length limits, from the input models the routes validate with (`limits.prompt.maxLength`)."""
 
-templates.env.filters["when"] = _utc_text
 templates.env.filters["timestamp"] = _time_element
 templates.env.globals["limits"] = FIELD_LIMITS
 
@@ -73,18 +72,12 @@ def csrf_token(request: Request, runtime: Runtime) -> str:
     cookie's value, or a new one that `render` will set.
     """
     session = request.cookies.get(SESSION_COOKIE)
-    if session and page_principal(request, runtime) is not None:
+    if session and session_principal(request, runtime) is not None:
         return accounts.csrf_token(secret=runtime.secret_key, session=session)
     token = request.cookies.get(CSRF_COOKIE) or getattr(request.state, "new_csrf", None)
     if token is None:
         token = request.state.new_csrf = secrets.token_urlsafe(32)
     return token
-
-
-def page_principal(request: Request, runtime: Runtime) -> Principal | None:
-    """Who is signed in, for showing a page (changes go through `require_browser`, which checks CSRF too)."""
-    cookie = request.cookies.get(SESSION_COOKIE)
-    return accounts.read_token(secret=runtime.secret_key, token=cookie) if cookie else None
 
 
 async def require_browser(request: Request, runtime: RuntimeDep) -> Principal:

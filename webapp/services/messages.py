@@ -34,16 +34,12 @@ async def list_messages(
     return Page[MessageRead](items=[MessageRead.of(message) for message in messages], next_cursor=next_cursor)
 
 
-async def whole_history(runtime: Runtime, *, owner_id: str, session_id: str, page_size: int = 100) -> list[MessageRead]:
-    """Every message of the session, oldest first (for the chat page)."""
-    items: list[MessageRead] = []
-    cursor: str | None = None
-    while True:
-        page = await list_messages(runtime, owner_id=owner_id, session_id=session_id, limit=page_size, cursor=cursor)
-        items += page.items
-        if page.next_cursor is None:
-            return items
-        cursor = page.next_cursor
+async def whole_history(runtime: Runtime, *, owner_id: str, session_id: str) -> list[MessageRead]:
+    """Every message of the session, oldest first (for the chat page): one read, the owner checked once."""
+    async with runtime.db.read() as db:
+        await owned_session(db, owner_id=owner_id, session_id=session_id)
+        found = await db.scalars(select(Message).where(Message.session_id == session_id).order_by(Message.seq))
+        return [MessageRead.of(message) for message in found]
 
 
 async def get_many(runtime: Runtime, *, owner_id: str, ids: Iterable[str | None]) -> list[MessageRead]:

@@ -5,17 +5,17 @@ Another user's agent, session, message or voice turn is as unknown as a missing 
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import BindParameter, ColumnElement, select
 from sqlalchemy.orm import QueryableAttribute
 
 from webapp.models import Agent, ChatSession
 
 
-def agent_owned_by(owner_id: str) -> ColumnElement[bool]:
+def agent_owned_by(owner_id: str | BindParameter[str]) -> ColumnElement[bool]:
     return Agent.owner_id == owner_id
 
 
-def session_owned_by(owner_id: str) -> ColumnElement[bool]:
+def session_owned_by(owner_id: str | BindParameter[str]) -> ColumnElement[bool]:
     """True on a chat session whose agent is `owner_id`'s."""
     return ChatSession.agent_id.in_(select(Agent.id).where(agent_owned_by(owner_id)))
 

@@ -21,7 +21,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any, cast
@@ -43,9 +43,10 @@ from sqlalchemy import (
 
 from webapp.ai.base import ChatMessage, ChatReply
 from webapp.db import Database, new_id, utcnow
-from webapp.errors import AppError, SessionBusy, SessionNotFound, TurnInterrupted, UpstreamError, error_from_field
+from webapp.errors import AppError, SessionBusy, SessionNotFound, TurnInterrupted, UpstreamError
 from webapp.models import Agent, ChatSession, Message
 from webapp.schemas import MessageRead, TurnRead
+from webapp.services.ownership import session_owned_by
 from webapp.services.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -251,7 +252,7 @@ def _append_statement(*, lease: str | None, title: bool, owned: bool) -> Update:
     if title:
         values["title"] = func.coalesce(SESSION.c.title, bindparam("new_title"))
     if owned:
-        condition = condition & SESSION.c.agent_id.in_(select(AGENT.c.id).where(AGENT.c.owner_id == bindparam("owner")))
+        condition = condition & session_owned_by(bindparam("owner"))
     if lease == "claim":
         condition = condition & TurnLocks.claim_condition()
         values.update(TurnLocks.claim_values())
@@ -296,7 +297,7 @@ def append_message(
     if row is None:
         visible = SESSION.c.id == lease.session_id
         if owner_id is not None:
-            visible &= SESSION.c.agent_id.in_(select(AGENT.c.id).where(AGENT.c.owner_id == owner_id))
+            visible &= session_owned_by(owner_id)
         if lease_op == "claim" and connection.scalar(select(exists().where(visible))):
             raise LeaseTaken
         raise SessionNotFound(f"No chat session with id {lease.session_id!r}.")
@@ -333,26 +334,24 @@ def _title_from(content: str) -> str:
     return words if len(words) <= TITLE_LENGTH else words[: TITLE_LENGTH - 1].rstrip() + "…"
 
 
-@dataclass
-class TurnHooks:
-    """Optional observers of a running turn."""
-
-    on_user_stored: asyncio.Future[MessageRead] | None = None
-    on_token: asyncio.Queue[str] | None = None
-
-
 async def run(
-    runtime: Runtime, *, lease: Lease, question: Draft, owner_id: str | None = None, hooks: TurnHooks | None = None
+    runtime: Runtime,
+    *,
+    lease: Lease,
+    question: Draft,
+    owner_id: str | None = None,
+    on_user_stored: asyncio.Future[MessageRead] | None = None,
+    on_token: asyncio.Queue[str] | None = None,
 ) -> TurnRead:
     """One exchange, inside `runtime.locks.hold(...)`: store the question, ask the model, store the answer.
 
     A provider failure is stored as the assistant's `failed` message (its `error` says which); it is not raised.
+    `on_user_stored` learns the question once it is stored; `on_token` gets the reply's pieces as they arrive.
     """
-    hooks = hooks or TurnHooks()
     user, agent, context = await _store_question(runtime, lease, question, owner_id)
-    if hooks.on_user_stored is not None:
-        hooks.on_user_stored.set_result(user)
-    answer = await _ask(runtime, agent, context, source=question.source, on_token=hooks.on_token)
+    if on_user_stored is not None:
+        on_user_stored.set_result(user)
+    answer = await _ask(runtime, agent, context, source=question.source, on_token=on_token)
     assistant, _ = await runtime.db.transaction(
         lambda connection: append_message(connection, runtime.locks, lease, answer)
     )
@@ -418,7 +417,7 @@ async def _ask(
 def failure_of(turn: TurnRead) -> AppError | None:
     """The error a stored turn's reply failed with, as raised (None for a complete reply)."""
     error = turn.assistant_message.error
-    return error_from_field(error.as_field()) if error is not None else None
+    return error.as_error() if error is not None else None
 
 
 # --- a text turn running in the background ---------------------------------------------------------------------------
@@ -450,7 +449,7 @@ TurnEvent = TokenEvent | DoneEvent | ErrorEvent
 class RunningTurn:
     task: asyncio.Task[TurnRead]
     stored: asyncio.Future[MessageRead]
-    tokens: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
+    tokens: asyncio.Queue[Any]
 
     async def user_message(self) -> MessageRead:
         """The stored user message; raises what stopped the turn before it was stored (404, 409)."""
@@ -503,9 +502,11 @@ def send(runtime: Runtime, *, owner_id: str, session_id: str, content: str, stre
     async def turn() -> TurnRead:
         try:
             async with runtime.locks.hold(session_id) as lease:
-                hooks = TurnHooks(on_user_stored=stored, on_token=tokens if stream else None)
                 question = Draft(role="user", content=content)
-                return await run(runtime, lease=lease, question=question, owner_id=owner_id, hooks=hooks)
+                on_token = tokens if stream else None
+                return await run(
+                    runtime, lease=lease, question=question, owner_id=owner_id, on_user_stored=stored, on_token=on_token
+                )
         finally:
             tokens.put_nowait(END_OF_TOKENS)
             if not stored.done():

@@ -22,7 +22,7 @@ from sqlalchemy import select, update
 
 from webapp.audio import AudioClip, content_type_for, extension_for, load_clip
 from webapp.db import utcnow
-from webapp.errors import AppError, AudioNotFound, NoSpeechDetected, TurnInterrupted, VoiceTurnNotFound
+from webapp.errors import AppError, NoSpeechDetected, TurnInterrupted, VoiceTurnNotFound
 from webapp.media import media_key, media_path, session_dir
 from webapp.models import Agent, ChatSession, Message, VoiceTurn
 from webapp.schemas import VoiceTurnRead
@@ -101,15 +101,6 @@ async def wait_for(runtime: Runtime, *, owner_id: str, turn_id: str) -> VoiceTur
         if STAGE_ORDER[snapshot.status] == TERMINAL:
             return snapshot
     raise AssertionError("a followed turn ended without a terminal state")  # pragma: no cover
-
-
-async def reply_audio(runtime: Runtime, *, turn: VoiceTurnRead) -> tuple[Path, str]:
-    """The file and content type of a finished turn's spoken reply."""
-    async with runtime.db.read() as db:
-        message = await db.get(Message, turn.assistant_message_id)
-    if message is None or message.audio_path is None or message.audio_content_type is None:
-        raise AudioNotFound(f"Voice turn {turn.id!r} has no reply audio.")
-    return media_path(runtime.settings, message.audio_path), message.audio_content_type
 
 
 # --- the pipeline ----------------------------------------------------------------------------------------------------
