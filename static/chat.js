@@ -10,7 +10,7 @@
   const input = document.getElementById("message-input");
   const ptt = document.getElementById("ptt");
   const status = document.getElementById("ptt-status");
-  const replyAudio = document.getElementById("reply-audio");
+  const replyQueue = document.getElementById("reply-queue");
   const playReply = document.getElementById("play-reply");
   const crumbTitle = document.getElementById("chat-title");
 
@@ -104,7 +104,7 @@
     }
     for await (const { event, data } of sseEvents(response)) {
       if (event === "token") { content.textContent += data.delta; scrollDown(); }
-      else if (event === "done") settle(data, [pending, reply]);
+      else if (event === "done" || event === "cancelled") settle(data, [pending, reply]);
       else if (event === "error") { settle(data, [pending, reply]); showError(data.detail, () => send(text)); }
     }
     scrollDown();
@@ -139,6 +139,7 @@
     if (recording || holding) return;
     holding = true;
     errorBox.textContent = "";
+    if (player.busy() || activeTurn) bargeIn();
     if (!navigator.mediaDevices?.getUserMedia || !window.MediaRecorder) {
       holding = false;
       return showError("This browser cannot record audio. Type your message instead.");
@@ -200,8 +201,56 @@
     follow(response.headers.get("Location"));
   }
 
+  // The spoken reply arrives sentence by sentence (`audio` events): each is an <audio> element in #reply-queue,
+  // loaded as soon as it is announced and played when the one before it ends, so they follow back to back.
+  const player = {
+    current: null,
+    waiting: [],
+    blocked: false,
+    add(url) {
+      const audio = new Audio(url);
+      audio.preload = "auto";
+      audio.addEventListener("ended", () => { audio.remove(); this.current = null; this.next(); });
+      replyQueue.append(audio);
+      this.waiting.push(audio);
+      if (!this.current && !this.blocked) this.next();
+    },
+    async next() {
+      const audio = this.waiting.shift();
+      if (!audio) return;
+      this.current = audio;
+      try { await audio.play(); playReply.hidden = true; }
+      catch {  // autoplay blocked: one click on "Play reply" starts the queue
+        if (this.current !== audio) return;  // stopped meanwhile
+        this.blocked = true; this.current = null; this.waiting.unshift(audio); playReply.hidden = false;
+      }
+    },
+    stop() {
+      this.current?.pause();
+      this.current = null; this.waiting = []; this.blocked = false;
+      replyQueue.replaceChildren();
+      playReply.hidden = true;
+    },
+    busy() { return this.current !== null || this.waiting.length > 0; },
+  };
+  let activeTurn = null;  // the voice turn being followed: {events, stopped}
+
+  // Barge-in: talking while a reply is being written or spoken stops it (and the turn, which keeps what it had).
+  function bargeIn() {
+    player.stop();
+    if (!activeTurn || activeTurn.stopped) return;
+    activeTurn.stopped = true;
+    fetch(`/sessions/${sessionId}/cancel`, { method: "POST", headers: { "X-CSRF-Token": csrf } }).catch(() => {});
+  }
+
   function follow(url) {
     const events = new EventSource(url);
+    const turn = { events, stopped: false };
+    activeTurn = turn;
+    let asked = null;  // the bubbles shown before the turn's messages are stored
+    let answer = null;
+    const bubbles = () => [asked, answer].filter(Boolean);
+    const end = () => { events.close(); if (activeTurn === turn) activeTurn = null; };
     // Accepted means it is being transcribed now; the stream's first event (the current state) may still say
     // "queued", so a stage is shown only when it moves forward.
     let reached = STAGES.indexOf("transcribing");
@@ -211,26 +260,42 @@
       const index = STAGES.indexOf(stage);
       if (index > reached) { reached = index; status.textContent = stageText(stage); }
     });
-    events.addEventListener("done", async (message) => {
-      events.close();
-      const data = JSON.parse(message.data);
-      status.textContent = "Done";
-      settle(data);
-      replyAudio.src = data.reply_audio_url;
-      try { await replyAudio.play(); playReply.hidden = true; }
-      catch { playReply.hidden = false; }  // autoplay blocked: one click plays it
+    events.addEventListener("transcript", (message) => {
+      history.querySelector(".empty-chat")?.remove();
+      asked = placeholder("user", JSON.parse(message.data).text);
+      asked.classList.add("pending");
+      answer = placeholder("assistant", "");
+      answer.classList.add("streaming");
+      history.append(asked, answer);
+      scrollDown();
     });
+    events.addEventListener("token", (message) => {
+      if (!answer) return;
+      answer.querySelector(".content").textContent += JSON.parse(message.data).delta;
+      scrollDown();
+    });
+    events.addEventListener("audio", (message) => {
+      if (!turn.stopped) player.add(JSON.parse(message.data).url);
+    });
+    const finish = (message) => {
+      end();
+      const data = JSON.parse(message.data);
+      status.textContent = message.type === "cancelled" ? "Stopped" : "Done";
+      settle(data, bubbles());
+    };
+    events.addEventListener("done", finish);
+    events.addEventListener("cancelled", finish);
     events.addEventListener("failed", (message) => {
-      events.close();
+      end();
       const data = JSON.parse(message.data);
       status.textContent = "";
-      settle(data);
+      settle(data, bubbles());
       showError(data.detail);
     });
-    events.onerror = () => { if (events.readyState === EventSource.CLOSED) status.textContent = ""; };
+    events.onerror = () => { if (events.readyState === EventSource.CLOSED) { end(); status.textContent = ""; } };
   }
 
-  playReply.addEventListener("click", () => { replyAudio.play(); playReply.hidden = true; });
+  playReply.addEventListener("click", () => { player.blocked = false; playReply.hidden = true; player.next(); });
   ptt.addEventListener("mousedown", (e) => { if (e.button === 0) startRecording(); });
   ptt.addEventListener("mouseup", () => stopRecording(false));
   ptt.addEventListener("mouseleave", () => stopRecording(true));

@@ -1,8 +1,9 @@
 """A fake OpenAI-compatible HTTP server on 127.0.0.1, for driving the real `openai` SDK in tests.
 
 It runs in its own thread and event loop. By default it answers like OpenAI would (chat completions, streamed or
-not, transcriptions and speech); tests queue one-shot `Scripted` answers per endpoint to inject latency, errors and
-malformed bodies, and read back every request it received.
+not, transcriptions, and speech as real audio: a quiet tone whose length grows with the text); tests queue one-shot
+`Scripted` answers per endpoint to inject latency, errors and malformed bodies, set default latencies
+(`transcribe_delay`, `reply_delay`, `token_delay`, `speech_delay`), and read back every request it received.
 """
 
 from __future__ import annotations
@@ -17,11 +18,22 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from aiohttp import web
+
+from webapp.audio import content_type_for, encode_pcm
 
 CHAT = "/v1/chat/completions"
 TRANSCRIBE = "/v1/audio/transcriptions"
 SPEECH = "/v1/audio/speech"
+
+SPEECH_RATE = 24_000
+SPEECH_BASE_S = 0.2
+SPEECH_PER_WORD_S = 0.05
+"""The default speech answer lasts SPEECH_BASE_S + SPEECH_PER_WORD_S per word of the input."""
+SPEECH_DEFAULT_FORMAT = "mp3"
+SPEECH_FORMATS = ("mp3", "wav", "flac", "opus", "aac", "pcm")
+"""The `response_format` values the default speech answer honours (anything else gets MP3)."""
 
 
 @dataclass
@@ -52,12 +64,44 @@ def error_body(message: str, kind: str = "invalid_request_error", code: str | No
     return {"error": {"message": message, "type": kind, "param": None, "code": code}}
 
 
+def words_in(text: str) -> list[str]:
+    """How the default chat reply is cut into streamed pieces: each word with the whitespace after it."""
+    return re.findall(r"\S+\s*", text)
+
+
+def speech_seconds(text: str) -> float:
+    """How long the default speech answer for `text` lasts."""
+    return SPEECH_BASE_S + SPEECH_PER_WORD_S * len(text.split())
+
+
+def tone(seconds: float, *, sample_rate: int = SPEECH_RATE, hz: float = 440.0) -> bytes:
+    """A quiet sine tone (about -20 dBFS) as 16-bit signed little-endian mono PCM."""
+    t = np.arange(round(seconds * sample_rate), dtype=np.float64) / sample_rate
+    return (np.sin(2 * np.pi * hz * t) * 3277).astype("<i2").tobytes()
+
+
 class FakeOpenAI:
+    """The server and its knobs. Every knob is a plain attribute, read per request; `reset()` restores them."""
+
     def __init__(self) -> None:
         self.requests: list[Received] = []
         self.transcript = "hello from the fake transcriber"
-        self.speech_audio = b"ID3fake-mp3"
+        self.speech_audio: bytes | None = None
+        """Bytes every default speech answer sends verbatim; None: a tone as long as the text (`speech_seconds`)."""
+        self.reply_text: str | None = None
+        """The default chat reply; None: `f"Echo: {last user message}"`."""
+        self.transcribe_delay = 0.0
+        """Seconds before each default transcription answer."""
         self.reply_delay = 0.0
+        """Seconds before each default chat answer starts."""
+        self.token_delay = 0.0
+        """Seconds before each streamed piece of the default chat answer; a non-streamed one waits as many."""
+        self.speech_delay = 0.0
+        """Seconds before each default speech answer."""
+        self.speech_in_flight = 0
+        self.speech_in_flight_peak = 0
+        """The most speech requests it has been answering at once."""
+        self._speech_cache: dict[tuple[int, str], bytes] = {}
         self._scripts: dict[str, deque[Scripted]] = defaultdict(deque)
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
@@ -76,8 +120,13 @@ class FakeOpenAI:
             self._scripts.clear()
             self.requests.clear()
         self.transcript = "hello from the fake transcriber"
-        self.speech_audio = b"ID3fake-mp3"
+        self.speech_audio = None
+        self.reply_text = None
+        self.transcribe_delay = 0.0
         self.reply_delay = 0.0
+        self.token_delay = 0.0
+        self.speech_delay = 0.0
+        self.speech_in_flight_peak = 0
 
     def received(self, path: str) -> list[Received]:
         return [r for r in self.requests if r.path == path]
@@ -142,8 +191,12 @@ class FakeOpenAI:
             return answer
         if self.reply_delay:
             await asyncio.sleep(self.reply_delay)
-        last_user = next((m["content"] for m in reversed(body["messages"]) if m["role"] == "user"), "")
-        text = f"Echo: {last_user}"
+        if self.reply_text is not None:
+            text = self.reply_text
+        else:
+            last_user = next((m["content"] for m in reversed(body["messages"]) if m["role"] == "user"), "")
+            text = f"Echo: {last_user}"
+        token_delay = script.chunk_delay or self.token_delay
         model = body["model"]
         prompt_tokens = sum(len(str(m["content"]).split()) for m in body["messages"])
         usage = {
@@ -152,6 +205,8 @@ class FakeOpenAI:
             "total_tokens": prompt_tokens + len(text.split()),
         }
         if not body.get("stream"):
+            if token_delay:  # the model takes as long to write the whole reply as to stream it
+                await asyncio.sleep(token_delay * len(words_in(text)))
             return web.json_response(
                 {
                     "id": "chatcmpl-fake",
@@ -168,7 +223,7 @@ class FakeOpenAI:
                     "usage": usage,
                 }
             )
-        pieces = script.stream if script.stream is not None else re.findall(r"\S+\s*", text)
+        pieces = script.stream if script.stream is not None else words_in(text)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
 
@@ -177,9 +232,12 @@ class FakeOpenAI:
 
         base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
         await send({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})
+        loop = asyncio.get_running_loop()
+        due = loop.time()
         for piece in pieces:
-            if script.chunk_delay:
-                await asyncio.sleep(script.chunk_delay)
+            if token_delay:  # on a schedule from the first piece, so sleeps that overrun do not add up
+                due += token_delay
+                await asyncio.sleep(max(0.0, due - loop.time()))
             await send({**base, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
         if script.broken_chunk:
             await response.write(b"data: {not json\n\n")
@@ -200,13 +258,45 @@ class FakeOpenAI:
                 received.form[key] = value
         self.requests.append(received)
         answer = await self._scripted(request, self._next(TRANSCRIBE) or Scripted())
-        return answer or web.json_response({"text": self.transcript})
+        if answer is not None:
+            return answer
+        if self.transcribe_delay:
+            await asyncio.sleep(self.transcribe_delay)
+        return web.json_response({"text": self.transcript})
 
     async def _speech(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.requests.append(Received(SPEECH, dict(request.headers), json=body))
+        self.speech_in_flight += 1
+        self.speech_in_flight_peak = max(self.speech_in_flight_peak, self.speech_in_flight)
+        try:
+            return await self._speech_answer(request, body)
+        finally:
+            self.speech_in_flight -= 1
+
+    async def _speech_answer(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
         answer = await self._scripted(request, self._next(SPEECH) or Scripted())
-        return answer or web.Response(body=self.speech_audio, content_type="audio/mpeg")
+        if answer is not None:
+            return answer
+        if self.speech_delay:
+            await asyncio.sleep(self.speech_delay)
+        if self.speech_audio is not None:
+            return web.Response(body=self.speech_audio, content_type="audio/mpeg")
+        fmt = body.get("response_format") or SPEECH_DEFAULT_FORMAT
+        if fmt not in SPEECH_FORMATS:
+            fmt = SPEECH_DEFAULT_FORMAT
+        audio = await self._spoken(str(body.get("input", "")), fmt)
+        return web.Response(body=audio, headers={"Content-Type": content_type_for(fmt)})
+
+    async def _spoken(self, text: str, fmt: str) -> bytes:
+        """The tone for `text` in `fmt`, encoded once per length (in words) and format."""
+        key = (len(text.split()), fmt)
+        audio = self._speech_cache.get(key)
+        if audio is None:
+            # Encoding is CPU work (a few ms): off the loop, so other requests' delays keep their timing.
+            audio = await asyncio.to_thread(encode_pcm, tone(speech_seconds(text)), sample_rate=SPEECH_RATE, fmt=fmt)
+            self._speech_cache[key] = audio
+        return audio
 
 
 def _free_port() -> int:
@@ -224,6 +314,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="A fake OpenAI-compatible server on 127.0.0.1.")
     parser.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
     parser.add_argument("--reply-delay", type=float, default=0.0, help="seconds before each chat reply")
+    parser.add_argument("--transcribe-delay", type=float, default=0.0, help="seconds before each transcription")
+    parser.add_argument("--speech-delay", type=float, default=0.0, help="seconds before each speech answer")
+    parser.add_argument(
+        "--token-delay", type=float, default=0.0, help="seconds before each streamed piece (word) of a chat reply"
+    )
+    parser.add_argument("--reply-text", default=None, help='every chat reply (default: "Echo: <last user message>")')
     args = parser.parse_args(argv)
 
     fake = FakeOpenAI()
@@ -231,6 +327,10 @@ def main(argv: list[str] | None = None) -> None:
         fake.port = args.port
         fake.base_url = f"http://127.0.0.1:{fake.port}/v1"
     fake.reply_delay = args.reply_delay
+    fake.transcribe_delay = args.transcribe_delay
+    fake.speech_delay = args.speech_delay
+    fake.token_delay = args.token_delay
+    fake.reply_text = args.reply_text
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

@@ -67,10 +67,14 @@ async def test_a_recording_through_the_page_is_stored_as_through_the_api(app: Fa
         streamed = await http.get(follow, headers={"Accept": "text/event-stream"})
         assert streamed.status_code == 200, streamed.text
         events = parse_sse(streamed.text)
-        assert all(name == "status" for name, _ in events[:-1]), events
-        assert [data["status"] for _, data in events[:-1]] == sorted(
-            (data["status"] for _, data in events[:-1]), key=STAGE_ORDER.__getitem__
-        )
+        stages = [data["status"] for name, data in events if name == "status"]
+        assert stages == sorted(stages, key=STAGE_ORDER.__getitem__) and stages
+        names = [name for name, _ in events]
+        assert names.index("transcript") < names.index("token") < names.index("audio"), names
+        assert {name for name, _ in events[:-1]} == {"status", "transcript", "token", "audio"}, names
+        transcript = next(data for name, data in events if name == "transcript")
+        segments = [data for name, data in events if name == "audio"]
+        assert [s["index"] for s in segments] == list(range(len(segments)))
         name, done = events[-1]
         assert name == "done", events
 
@@ -95,6 +99,21 @@ async def test_a_recording_through_the_page_is_stored_as_through_the_api(app: Fa
         title = (await http.get(f"/api/v1/sessions/{by_page}")).json()["title"]
         assert done["title"] == title != "New chat"
         assert done["reply_audio_url"] == page_messages[1]["audio_url"]
+        # The live parts: what was heard, and the reply's sentences to play (which together say the whole reply).
+        assert transcript == {"text": page_messages[0]["content"]}
+        assert segments and all(s["text"] in page_messages[1]["content"] for s in segments)
+        for segment in segments:
+            played = await http.get(segment["url"])
+            assert played.status_code == 200 and played.headers["content-type"] == "audio/mpeg"
+
+
+async def test_the_stop_button_needs_a_running_turn_and_the_csrf_token(app: FastAPI) -> None:
+    async with browser(app) as http:
+        token = await sign_up_in(http, "ada@example.com")
+        session_id = await new_chat_by_page(http, token)
+        assert (await http.post(f"/sessions/{session_id}/cancel")).status_code == 403
+        idle = await http.post(f"/sessions/{session_id}/cancel", headers={"X-CSRF-Token": token})
+        assert_problem(idle, 409, "no_turn_running")
 
 
 async def test_a_refused_recording_keeps_its_problem_code(app: FastAPI) -> None:

@@ -17,6 +17,7 @@ from tests.fake_openai import FakeOpenAI
 from tests.live_server import running_server
 from webapp.ai.base import ChatMessage
 from webapp.ai.offline import compose_reply, spoken_text
+from webapp.ai.sentences import split_text
 from webapp.config import Settings
 from webapp.main import create_app
 
@@ -97,8 +98,8 @@ def test_offline_reply_is_labelled_and_speaks_only_the_answer() -> None:
     reply = reply_to("What is the capital of France?")
     assert reply == (
         "[Offline mode: no AI model is connected.] You said: “What is the capital of France?” "
-        "[My instructions begin: “You are a patient maths tutor.” This is your message number 1 in this chat. "
-        "Set OPENAI_API_KEY to talk to a real model.]"
+        "[My instructions begin: “You are a patient maths tutor.”; this is your message number 1 in this chat; "
+        "set OPENAI_API_KEY to talk to a real model]"
     )
     assert spoken_text(reply) == "You said: “What is the capital of France?”"
 
@@ -119,8 +120,11 @@ def test_a_quote_gets_a_full_stop_only_when_it_has_none(said: str, quoted: str) 
     assert not re.search(r"[.!?…]”\.", reply), reply
 
 
-def test_a_prompt_without_a_full_stop_still_ends_its_sentence() -> None:
-    assert "“Be a pirate”. This is your message number 1" in reply_to("hi", prompt="Be a pirate")
+def test_the_closing_note_is_one_segment_of_a_streamed_voice_reply_and_says_nothing() -> None:
+    reply = reply_to("What is the capital of France?", prompt="Be a pirate. Say arr.")
+    assert "“Be a pirate.”; this is your message number 1" in reply
+    segments = split_text(reply)
+    assert [spoken_text(segment) for segment in segments] == ["", "You said: “What is the capital of France?”", ""]
 
 
 def test_brackets_in_what_was_said_cannot_hide_or_reveal_notes() -> None:

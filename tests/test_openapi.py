@@ -33,7 +33,7 @@ def api_operations(spec: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]
 
 async def test_every_operation_has_a_tag_summary_description_and_readable_id(spec: dict[str, Any]) -> None:
     operations = api_operations(spec)
-    assert len(operations) == 25
+    assert len(operations) == 28
     declared_tags = {tag["name"] for tag in spec["tags"]}
     assert all(tag.get("description") for tag in spec["tags"])
     ids = [operation["operationId"] for _, _, operation in operations]
@@ -104,10 +104,13 @@ async def test_event_streams_name_their_events(spec: dict[str, Any]) -> None:
     send = spec["paths"]["/api/v1/sessions/{session_id}/messages"]["post"]["responses"]["201"]["content"]
     assert send["application/json"]["schema"]["$ref"].endswith("/TurnRead")
     events = send["text/event-stream"]["schema"]["oneOf"]
-    assert [event["properties"]["event"]["const"] for event in events] == ["token", "done", "error"]
+    assert [event["properties"]["event"]["const"] for event in events] == ["token", "done", "cancelled", "error"]
     follow = spec["paths"]["/api/v1/voice-turns/{turn_id}/events"]["get"]["responses"]["200"]["content"]
     events = follow["text/event-stream"]["schema"]["oneOf"]
-    assert [event["properties"]["event"]["const"] for event in events] == ["status", "done", "failed"]
+    names = [event["properties"]["event"]["const"] for event in events]
+    assert names == ["status", "transcript", "token", "audio", "done", "failed", "cancelled"]
+    audio = next(event for event in events if event["properties"]["event"]["const"] == "audio")
+    assert audio["properties"]["data"]["contentSchema"]["$ref"].endswith("/VoiceSegmentRead")
 
 
 async def test_request_bodies_have_examples(spec: dict[str, Any]) -> None:

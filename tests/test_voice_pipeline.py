@@ -42,7 +42,7 @@ async def test_round_trip_in_every_format(client: httpx.AsyncClient, chat: dict[
     turn = await finished(client, queued["id"])
     assert turn["status"] == "done", turn
     assert {"three", "four", "five"} <= set(turn["transcript"].split())
-    assert set(turn["timings_ms"]) == {"transcribing", "thinking", "speaking"}
+    assert set(turn["timings_ms"]) == {"transcribing", "thinking", "speaking", "first_audio"}
 
     user, reply = await history(client, chat["id"])
     assert (user["id"], reply["id"]) == (turn["user_message_id"], turn["assistant_message_id"])
@@ -75,13 +75,20 @@ async def test_events_stream_every_stage_in_order(client: httpx.AsyncClient, cha
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
     events = parse_sse(response.text)
     names = [name for name, _ in events]
-    statuses = [data["status"] for _, data in events]
-    assert names[-1] == "done" and all(name == "status" for name in names[:-1])
+    stages = [(name, data) for name, data in events if name in ("status", "done")]
+    statuses = [data["status"] for _, data in stages]
+    assert names[-1] == "done" and names.count("done") == 1
     # Connected right after the 202: it may have missed "queued", but never a later stage, and never one twice.
     assert statuses[-4:] == ["transcribing", "thinking", "speaking", "done"]
     assert statuses in (["queued", "transcribing", "thinking", "speaking", "done"], statuses[-4:])
-    assert all(data["id"] == turn["id"] for _, data in events)
-    assert events[-1][1]["reply_audio_url"]
+    assert all(data["id"] == turn["id"] for _, data in stages)
+    done = events[-1][1]
+    assert done["reply_audio_url"]
+    # The transcript once, before the reply's pieces; the reply's text streamed; each spoken sentence in order.
+    assert names.count("transcript") == 1 and names.index("transcript") < names.index("token")
+    assert "".join(data["delta"] for name, data in events if name == "token") == done["reply_text"]
+    audio = [data for name, data in events if name == "audio"]
+    assert audio == done["segments"] and [a["index"] for a in audio] == list(range(len(audio))) and audio
 
 
 async def test_late_listener_gets_the_final_state_and_the_stream_ends(
@@ -90,8 +97,10 @@ async def test_late_listener_gets_the_final_state_and_the_stream_ends(
     turn = (await upload(client, chat["id"], spoken("wav"))).json()
     done = await finished(client, turn["id"])
     responses = await asyncio.gather(*(client.get(f"/voice-turns/{turn['id']}/events") for _ in range(3)))
-    for response in responses:
-        assert parse_sse(response.text) == [("done", done)]
+    segments = [("audio", segment) for segment in done["segments"]]
+    assert segments
+    for response in responses:  # the state first, then everything so far, then the end
+        assert parse_sse(response.text) == [("status", done), ("transcript", done), *segments, ("done", done)]
 
 
 async def test_range_requests_and_etag(client: httpx.AsyncClient, chat: dict[str, Any]) -> None:
@@ -171,9 +180,9 @@ async def test_text_message_sent_during_a_voice_turn_waits_its_turn(
 async def test_deleting_the_session_deletes_its_audio(
     client: httpx.AsyncClient, chat: dict[str, Any], settings: Settings
 ) -> None:
-    await finished(client, (await upload(client, chat["id"], spoken("wav"))).json()["id"])
+    turn = await finished(client, (await upload(client, chat["id"], spoken("wav"))).json()["id"])
     folder = settings.media_dir / "sessions" / chat["id"]
-    assert len(list(folder.iterdir())) == 2  # the recording and the reply
+    assert len(list(folder.iterdir())) == 2 + len(turn["segments"])  # the recording, the reply and its sentences
     assert (await client.delete(f"/agents/{chat['agent_id']}")).status_code == 204
     assert not folder.exists()
 
@@ -192,6 +201,7 @@ async def _crash_turn(runtime: Runtime, turn_id: str, status: str) -> None:
                 .values(message_count=ChatSession.message_count - 2)
             )
             turn.user_message_id = turn.assistant_message_id = None
+            turn.segments = []
         turn.status, turn.heartbeat_at = status, utcnow().replace(year=2000)
 
 
@@ -209,6 +219,7 @@ async def test_interrupted_turn_is_resumed_or_failed_at_start_up(
         # Pretend a second recording was accepted and then the server died before or during its pipeline.
         interrupted = await upload(client, session["id"], spoken("wav"), params={"wait": "true"})
         turn_id = interrupted.headers["x-voice-turn-id"]
+        interrupted_turn = (await client.get(f"/voice-turns/{turn_id}")).json()
         runtime: Runtime = client._transport.app.state.runtime  # type: ignore[attr-defined]
         await _crash_turn(runtime, turn_id, status)
         before = await history(client, session["id"])
@@ -218,11 +229,14 @@ async def test_interrupted_turn_is_resumed_or_failed_at_start_up(
         resumed_audio = (
             (await client.get("http://test" + after[-2]["audio_url"])).content if outcome == "done" else None
         )
+        segments_played = [(await client.get("http://test" + s["url"])).status_code for s in recovered["segments"]]
     assert turn["status"] == "done"
     assert recovered["status"] == outcome
     if outcome == "failed":  # it was thinking or speaking: nothing is re-run, nothing is lost or doubled
         assert recovered["error"]["code"] == "interrupted"
         assert after == before
+        assert recovered["segments"] == interrupted_turn["segments"] and recovered["segments"]  # what was spoken stays
+        assert all(played == 200 for played in segments_played)
     else:  # it had not been transcribed: it runs again from the kept recording, once
         assert len(before) == 2 and len(after) == 4
         assert [m["id"] for m in after[2:]] == [recovered["user_message_id"], recovered["assistant_message_id"]]
@@ -242,9 +256,11 @@ async def test_five_second_clip_stage_timings(database_url: str, tmp_path: Path)
         elapsed_ms = (time.perf_counter() - started) * 1000
     assert turn["status"] == "done"
     timings = turn["timings_ms"]
-    assert set(timings) == {"transcribing", "thinking", "speaking"}
+    assert set(timings) == {"transcribing", "thinking", "speaking", "first_audio"}
     assert timings["transcribing"] > 0 and timings["speaking"] > 0 and timings["thinking"] > 0
-    assert sum(timings.values()) <= elapsed_ms  # measured within the turn, not made up
+    stages = timings["transcribing"] + timings["thinking"] + timings["speaking"]
+    assert stages <= elapsed_ms  # measured within the turn, not made up
+    assert timings["transcribing"] < timings["first_audio"] <= elapsed_ms  # spoken after hearing, before the end
 
 
 @pytest.fixture

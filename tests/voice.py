@@ -33,7 +33,27 @@ async def upload(
 async def finished(client: httpx.AsyncClient, turn_id: str) -> dict[str, Any]:
     for _ in range(400):
         turn: dict[str, Any] = (await client.get(f"/voice-turns/{turn_id}")).json()
-        if turn["status"] in ("done", "failed"):
+        if turn["status"] in ("done", "failed", "cancelled"):
             return turn
         await asyncio.sleep(0.025)
     raise AssertionError(f"voice turn {turn_id} did not finish: {turn}")
+
+
+async def reached(client: httpx.AsyncClient, turn_id: str, status: str) -> dict[str, Any]:
+    """The voice turn once its status is `status`."""
+    for _ in range(800):
+        turn: dict[str, Any] = (await client.get(f"/voice-turns/{turn_id}")).json()
+        if turn["status"] == status:
+            return turn
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"voice turn {turn_id} never reached {status!r}")
+
+
+async def spoken_so_far(client: httpx.AsyncClient, turn_id: str, count: int = 1) -> dict[str, Any]:
+    """The voice turn once at least `count` of its reply's sentences have been spoken."""
+    for _ in range(800):
+        turn: dict[str, Any] = (await client.get(f"/voice-turns/{turn_id}")).json()
+        if len(turn["segments"]) >= count:
+            return turn
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"voice turn {turn_id} never spoke {count} sentences: {turn}")

@@ -267,6 +267,32 @@ def encode_pcm(pcm: bytes, *, sample_rate: int, fmt: str) -> bytes:
     return buffer.getvalue()
 
 
+def join_speech(parts: list[bytes], *, fmt: str) -> bytes:
+    """Spoken segments in `fmt` joined into one file of that format, whose header states the whole duration.
+
+    Each part is decoded and the samples are encoded again: concatenated files would play, but players would read
+    the duration (and seek) from the first part's header. Raises `ValueError` for a part that cannot be decoded.
+    """
+    import av
+
+    if fmt == "pcm" or len(parts) == 1:  # raw samples at PCM_RATE have no header; one part's is right already
+        return b"".join(parts)
+    pcm: list[bytes] = []
+    rate: int | None = None
+    for part in parts:
+        try:
+            with av.open(io.BytesIO(part), "r") as container:
+                stream = container.streams.audio[0]
+                rate = rate or stream.rate
+                resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
+                for frame in container.decode(stream):
+                    pcm.extend(_s16_bytes(out) for out in resampler.resample(frame))
+                pcm.extend(_s16_bytes(out) for out in resampler.resample(None))
+        except (av.FFmpegError, IndexError) as exc:
+            raise ValueError(f"a spoken segment could not be decoded: {exc}") from exc
+    return encode_pcm(b"".join(pcm), sample_rate=rate or PCM_RATE, fmt=fmt)
+
+
 def _frame(pcm: bytes, sample_rate: int) -> av.AudioFrame:
     import av
     import numpy as np

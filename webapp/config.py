@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     cookie_secure: bool = False
 
     voice_workers: int = Field(2, ge=1, le=64)
+    """How many CPU-bound voice jobs (offline recognition and synthesis, decoding, joining) run at once."""
+    stream_voice_replies: bool = True
+    """Speak a voice reply sentence by sentence as the model writes it; false: the whole reply in one request."""
+    speech_requests_in_flight: int = Field(2, ge=1, le=16)
+    """How many sentences of one reply are being synthesised at once."""
     voice_heartbeat_seconds: float = Field(5.0, gt=0)
 
     @model_validator(mode="after")

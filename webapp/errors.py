@@ -102,6 +102,11 @@ class VoiceTurnNotFound(NotFound):
     title = "Voice turn not found"
 
 
+class SegmentNotFound(NotFound):
+    code = "segment_not_found"
+    title = "Segment not found"
+
+
 class AudioNotFound(NotFound):
     code = "audio_not_found"
     title = "This message has no audio"
@@ -235,6 +240,24 @@ class SessionBusy(AppError):
     status = 409
     code = "session_busy"
     title = "Session busy"
+
+
+class NoTurnRunning(AppError):
+    status = 409
+    code = "no_turn_running"
+    title = "No turn running"
+
+
+class TurnFinished(AppError):
+    status = 409
+    code = "turn_finished"
+    title = "Turn already finished"
+
+
+class TurnCancelled(AppError):
+    status = 409
+    code = "turn_cancelled"
+    title = "Turn cancelled"
 
 
 class TurnInterrupted(AppError):

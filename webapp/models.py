@@ -126,6 +126,8 @@ class VoiceTurn(TimestampMixin, Base):
     reply_text: Mapped[str | None] = mapped_column(Text)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     timings_ms: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    segments: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list, server_default="[]")
+    """The reply's spoken sentences so far, in order: `{"text", "audio_path"}` each."""
     # Liveness of whichever worker runs the turn: a turn whose heartbeat stops is picked up by another (or at
     # start-up), so a crash never strands a recording.
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -277,7 +277,9 @@ class MessageRead(BaseModel):
     role: Literal["user", "assistant"]
     content: str
     source: Literal["text", "voice"]
-    status: Literal["complete", "failed"]
+    status: Literal["complete", "failed", "cancelled"] = Field(
+        description="`cancelled`: the turn was stopped; `content` is the part of the reply written by then."
+    )
     error: ErrorInfo | None
     audio_url: str | None
     model: str | None
@@ -324,7 +326,19 @@ class TurnRead(BaseModel):
 
 # --- voice turns -----------------------------------------------------------------------------------------------------
 
-VoiceStatus = Literal["queued", "transcribing", "thinking", "speaking", "done", "failed"]
+VoiceStatus = Literal["queued", "transcribing", "thinking", "speaking", "done", "failed", "cancelled"]
+
+
+class VoiceSegmentRead(BaseModel):
+    """One spoken sentence of the reply, ready to play."""
+
+    index: int
+    url: str
+    text: str
+
+    @classmethod
+    def of(cls, turn_id: str, index: int, text: str) -> VoiceSegmentRead:
+        return cls.model_construct(index=index, url=f"{API_PREFIX}/voice-turns/{turn_id}/segments/{index}", text=text)
 
 
 class VoiceTurnRead(BaseModel):
@@ -337,7 +351,11 @@ class VoiceTurnRead(BaseModel):
     reply_text: str | None
     reply_audio_url: str | None
     error: ErrorInfo | None
-    timings_ms: dict[str, int] = Field(description="Milliseconds spent in each finished stage.")
+    timings_ms: dict[str, int] = Field(
+        description="Milliseconds spent in each finished stage; `first_audio`: from the end of the upload to the "
+        "first spoken segment being ready."
+    )
+    segments: list[VoiceSegmentRead] = Field(description="The reply's spoken sentences so far, in order.")
     created_at: datetime
     updated_at: datetime
 
@@ -355,6 +373,7 @@ class VoiceTurnRead(BaseModel):
             reply_audio_url=f"{API_PREFIX}/messages/{turn.assistant_message_id}/audio" if done else None,
             error=ErrorInfo.model_validate(turn.error) if turn.error else None,
             timings_ms=dict(turn.timings_ms or {}),
+            segments=[VoiceSegmentRead.of(turn.id, n, part["text"]) for n, part in enumerate(turn.segments or ())],
             created_at=turn.created_at,
             updated_at=turn.updated_at,
         )

@@ -65,17 +65,22 @@ def compose_reply(messages: Sequence[ChatMessage]) -> str:
     users = [m["content"] for m in messages if m["role"] == "user"]
     said = _shorten(users[-1], 200) if users else ""
     first_sentence = re.split(r"(?<=[.!?])\s", system.strip(), maxsplit=1)[0]
+    # The closing note has no sentence end outside its quote, so a voice reply cut into sentences as it streams
+    # gets it as one segment, which says nothing.
     return (
         f"{LABEL} You said: {_quoted(said)} "
-        f"[My instructions begin: {_quoted(_shorten(first_sentence, 120))} "
-        f"This is your message number {len(users)} in this chat. "
-        "Set OPENAI_API_KEY to talk to a real model.]"
+        f"[My instructions begin: “{_shorten(first_sentence, 120)}”; "
+        f"this is your message number {len(users)} in this chat; "
+        "set OPENAI_API_KEY to talk to a real model]"
     )
 
 
 def spoken_text(text: str) -> str:
-    """What the offline voice says of `text`: all but its [bracketed notes] (see `compose_reply`)."""
-    return " ".join(_NOTE.sub(" ", text).split())
+    """What the offline voice says of `text`: all but its [bracketed notes] (see `compose_reply`), including the
+    part of a note that a sentence of its own begins or ends."""
+    unnoted = _NOTE.sub(" ", text)
+    unnoted = re.sub(r"\[[^\]]*$", " ", re.sub(r"^[^\[]*\]", " ", unnoted))
+    return " ".join(unnoted.split())
 
 
 def _die_with_server(server_pid: int) -> None:
@@ -134,6 +139,8 @@ class OfflineProvider:
         self._synthesizer: OfflineSynthesizer | None = None
         self._recognizers: ProcessPoolExecutor | None = None
         self._voice_table: OfflineVoices | None = None
+        self._synthesis_slots = asyncio.Semaphore(max(1, min(settings.voice_workers, os.cpu_count() or 1)))
+        """Synthesis and encoding are CPU work: at most one per voice worker (espeak-ng itself speaks one at a time)."""
 
     def describe(self) -> str:
         if self._settings.openai_api_key:
@@ -205,7 +212,8 @@ class OfflineProvider:
             raise
 
     async def speak(self, text: str, *, voice: str) -> bytes:
-        return await asyncio.to_thread(self._speak, text, voice)
+        async with self._synthesis_slots:
+            return await asyncio.to_thread(self._speak, text, voice)
 
     def _speak(self, text: str, voice: str) -> bytes:
         if self._synthesizer is None:
@@ -213,4 +221,6 @@ class OfflineProvider:
 
             self._synthesizer = OfflineSynthesizer()
         pcm, rate = self._synthesizer.synthesize(spoken_text(text), voice)
+        # Nothing to say (a sentence that is all note) is a moment of silence: a file every decoder can open.
+        pcm = pcm or bytes(2 * (rate // 20))
         return encode_pcm(pcm, sample_rate=rate, fmt=self._settings.tts_format)

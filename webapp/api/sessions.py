@@ -10,6 +10,7 @@ from sse_starlette import EventSourceResponse
 
 from webapp.deps import AUTHENTICATED, PageDep, PrincipalDep, RuntimeDep
 from webapp.errors import (
+    NoTurnRunning,
     RateLimited,
     SessionBusy,
     SessionNotFound,
@@ -19,14 +20,13 @@ from webapp.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from webapp.http.openapi import problems, schema_ref, sse_response
+from webapp.http.openapi import TOKEN_EVENT, problems, schema_ref, sse_response
 from webapp.http.sse import turn_events
 from webapp.schemas import MessageCreate, MessageRead, Page, SessionRead, SessionUpdate, TurnRead
 from webapp.services import messages, sessions, turns
 
 router = APIRouter(tags=["sessions"], dependencies=AUTHENTICATED)
 NOT_FOUND = problems(SessionNotFound)
-TOKEN_EVENT = {"type": "object", "required": ["delta"], "properties": {"delta": {"type": "string"}}}
 
 
 @router.get("/sessions/{session_id}", summary="Get a session", responses=NOT_FOUND)
@@ -71,8 +71,15 @@ async def list_messages(
             "model": TurnRead,
             **sse_response(
                 "Both stored messages. With `Accept: text/event-stream`: `token` events, then one `done` event (this "
-                "same JSON) or one `error` event (a problem document; the failed reply is stored all the same).",
-                {"token": TOKEN_EVENT, "done": schema_ref("TurnRead"), "error": schema_ref("Problem")},
+                "same JSON), one `cancelled` event (the same, when the turn was stopped: the reply so far is stored "
+                "with status `cancelled`) or one `error` event (a problem document; the failed reply is stored all "
+                "the same).",
+                {
+                    "token": TOKEN_EVENT,
+                    "done": schema_ref("TurnRead"),
+                    "cancelled": schema_ref("TurnRead"),
+                    "error": schema_ref("Problem"),
+                },
             ),
         },
         **problems(
@@ -104,3 +111,16 @@ async def send_message(
         return EventSourceResponse(events, status_code=status.HTTP_201_CREATED, ping=15)
     result: TurnRead = await turn.result()
     return Response(result.model_dump_json(), status_code=status.HTTP_201_CREATED, media_type="application/json")
+
+
+@router.post(
+    "/sessions/{session_id}/cancel",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Stop the running turn",
+    responses=problems(SessionNotFound, NoTurnRunning),
+)
+async def cancel_turn(session_id: str, runtime: RuntimeDep, principal: PrincipalDep) -> None:
+    """Stop whatever turn is running in the session, typed or spoken (the stop button). The user's message and the
+    reply written so far (status `cancelled`) stay in the history; a streamed reply ends with a `cancelled` event.
+    The session is free for the next turn when this answers."""
+    await turns.stop(runtime, owner_id=principal.user_id, session_id=session_id)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, status
-from fastapi.responses import FileResponse, JSONResponse
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from fastapi import APIRouter, Path, Query, Request, status
+from fastapi.responses import FileResponse, JSONResponse, Response
+from sse_starlette import EventSourceResponse
 
 from webapp.audio import FORMATS, SPEECH_FORMATS
 from webapp.deps import AUTHENTICATED, PrincipalDep, RuntimeDep
@@ -15,9 +14,13 @@ from webapp.errors import (
     AudioTooLarge,
     AudioTooLong,
     NoSpeechDetected,
+    NoTurnRunning,
     RateLimited,
+    SegmentNotFound,
     SessionBusy,
     SessionNotFound,
+    TurnCancelled,
+    TurnFinished,
     TurnInterrupted,
     UnsupportedAudio,
     UpstreamAuthFailed,
@@ -27,12 +30,13 @@ from webapp.errors import (
     UpstreamUnavailable,
     VoiceTurnNotFound,
 )
-from webapp.http.openapi import audio_response, problems, schema_ref, sse_response, upload_body
+from webapp.http.downloads import ConditionsDep, audio_download, file_response
+from webapp.http.openapi import TOKEN_EVENT, audio_response, problems, schema_ref, sse_response, upload_body
 from webapp.http.paths import API_PREFIX
+from webapp.http.sse import voice_events
 from webapp.http.uploads import audio_receiver
 from webapp.schemas import VoiceTurnRead
 from webapp.services import messages, voice
-from webapp.services.voice_events import STAGE_ORDER, TERMINAL
 
 router = APIRouter(tags=["voice"], dependencies=AUTHENTICATED)
 
@@ -62,6 +66,7 @@ router = APIRouter(tags=["voice"], dependencies=AUTHENTICATED)
             UpstreamAuthFailed,
             UpstreamRateLimited,
             TurnInterrupted,
+            TurnCancelled,
             UpstreamTimeout,
         ),
     },
@@ -85,6 +90,8 @@ async def create_voice_turn(
     finished = await voice.wait_for(runtime, owner_id=principal.user_id, turn_id=turn.id)
     if finished.error is not None:
         raise finished.error.as_error()
+    if finished.status == "cancelled":
+        raise TurnCancelled("The voice turn was stopped before its reply was spoken.")
     assert finished.assistant_message_id is not None  # a done turn has its reply
     path, media_type = await messages.audio(
         runtime, owner_id=principal.user_id, message_id=finished.assistant_message_id
@@ -108,20 +115,58 @@ async def get_voice_turn(turn_id: str, runtime: RuntimeDep, principal: Principal
     summary="Follow a voice turn (SSE)",
     responses={
         200: sse_response(
-            "The current state, then a `status` event per later stage, then one `done` or `failed` event, after "
-            "which the stream ends. Every event's data is the whole voice turn.",
-            {name: schema_ref("VoiceTurnRead") for name in ("status", "done", "failed")},
+            "First the turn's current state (a `status` event, even when it has finished), its transcript and every "
+            "segment spoken so far; then what follows: `status` per stage, `transcript` once transcribed, `token` "
+            "per piece of the reply as it is written, `audio` per spoken sentence (in order, each playable at its "
+            "`url`), and last one `done`, `failed` or `cancelled`, after which the stream ends. `status`, "
+            "`transcript` and the last event carry the whole voice turn.",
+            {
+                "status": schema_ref("VoiceTurnRead"),
+                "transcript": schema_ref("VoiceTurnRead"),
+                "token": TOKEN_EVENT,
+                "audio": schema_ref("VoiceSegmentRead"),
+                **{name: schema_ref("VoiceTurnRead") for name in ("done", "failed", "cancelled")},
+            },
         ),
         **problems(VoiceTurnNotFound),
     },
 )
 async def follow_voice_turn(turn_id: str, runtime: RuntimeDep, principal: PrincipalDep) -> EventSourceResponse:
-    """Follow the voice turn's stages as server-sent events."""
+    """Follow the voice turn as server-sent events: its stages, the reply's text and its spoken sentences."""
     await voice.get_turn(runtime, owner_id=principal.user_id, turn_id=turn_id)  # a 404 before the stream starts
+    events = voice.follow_turn(runtime, owner_id=principal.user_id, turn_id=turn_id)
+    return EventSourceResponse(voice_events(events), ping=15)
 
-    async def events() -> AsyncIterator[ServerSentEvent]:
-        async for snapshot in voice.follow_turn(runtime, owner_id=principal.user_id, turn_id=turn_id):
-            name = snapshot.status if STAGE_ORDER[snapshot.status] == TERMINAL else "status"
-            yield ServerSentEvent(snapshot.model_dump_json(), event=name)
 
-    return EventSourceResponse(events(), ping=15)
+@router.get(
+    "/voice-turns/{turn_id}/segments/{index}",
+    response_class=FileResponse,
+    summary="Download a spoken segment",
+    responses=audio_download(
+        "Segment `index` (from 0) of the spoken reply, in the configured `TTS_FORMAT`",
+        VoiceTurnNotFound,
+        SegmentNotFound,
+    ),
+)
+async def get_voice_segment(
+    turn_id: str,
+    index: Annotated[int, Path(ge=0, le=100_000)],
+    runtime: RuntimeDep,
+    principal: PrincipalDep,
+    conditions: ConditionsDep,
+) -> Response:
+    """One spoken sentence of the reply, as soon as it exists (404 `segment_not_found` until then)."""
+    path, content_type = await voice.segment_audio(runtime, owner_id=principal.user_id, turn_id=turn_id, index=index)
+    return file_response(path, content_type, conditions)
+
+
+@router.post(
+    "/voice-turns/{turn_id}/cancel",
+    summary="Stop a voice turn (barge-in)",
+    responses=problems(VoiceTurnNotFound, TurnFinished, NoTurnRunning),
+)
+async def cancel_voice_turn(turn_id: str, runtime: RuntimeDep, principal: PrincipalDep) -> VoiceTurnRead:
+    """Stop the turn's thinking and speaking. It ends `cancelled` (its followers get a `cancelled` event); the user's
+    message, the reply written so far (stored with status `cancelled`) and the segments spoken stay. The session is
+    free for the next turn when this answers."""
+    return await voice.cancel(runtime, owner_id=principal.user_id, turn_id=turn_id)

@@ -7,29 +7,63 @@ instead of plain-text errors for ranges it cannot serve.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 from pathlib import Path
+from typing import Annotated, Any
 
+from fastapi import Depends, Header
 from starlette.responses import FileResponse, MalformedRangeHeader, RangeNotSatisfiable, Response
 from starlette.types import Receive, Scope, Send
 
-from webapp.errors import InvalidRange, UnsatisfiableRange
+from webapp.errors import AppError, InvalidRange, UnsatisfiableRange
+from webapp.http.openapi import AUDIO_MEDIA_TYPES, audio_response, problems
 
 # Private to the account that asked (a shared cache must not keep it), and checked with the validators on reuse.
 CACHE_CONTROL = "private, no-cache"
 
 
-def file_response(
-    path: Path,
-    media_type: str,
-    *,
-    byte_range: str | None = None,
-    if_range: str | None = None,
-    if_none_match: str | None = None,
-    if_modified_since: str | None = None,
-) -> Response:
+@dataclass(frozen=True)
+class Conditions:
+    """A download request's `Range` and validators."""
+
+    byte_range: str | None = None
+    if_range: str | None = None
+    if_none_match: str | None = None
+    if_modified_since: str | None = None
+
+
+def _conditions(
+    byte_range: Annotated[str | None, Header(alias="Range", description="For example `bytes=0-1023`.")] = None,
+    if_range: Annotated[str | None, Header(description="Serve the `Range` only if this is still the `ETag`.")] = None,
+    if_none_match: Annotated[str | None, Header(description="The `ETag` of your copy.")] = None,
+    if_modified_since: Annotated[str | None, Header(description="The `Last-Modified` of your copy.")] = None,
+) -> Conditions:
+    return Conditions(byte_range, if_range, if_none_match, if_modified_since)
+
+
+ConditionsDep = Annotated[Conditions, Depends(_conditions)]
+
+
+def audio_download(description: str, *errors: type[AppError]) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route serving stored audio through `file_response`: 200, 206, 304, the range errors and
+    the route's own `errors`."""
+    return {
+        200: audio_response(f"{description} (with `ETag`, `Last-Modified`, `Accept-Ranges`)."),
+        206: audio_response(
+            "The byte range asked for with `Range` (`multipart/byteranges` for several ranges).",
+            [*AUDIO_MEDIA_TYPES, "multipart/byteranges"],
+        ),
+        304: {"description": "Not modified: the `If-None-Match` or `If-Modified-Since` copy is current."},
+        **problems(InvalidRange, UnsatisfiableRange, *errors),
+    }
+
+
+def file_response(path: Path, media_type: str, conditions: Conditions) -> Response:
     """The file, all of it or a range, or `304` when the client's copy is current (RFC 9110 §13)."""
+    byte_range, if_range = conditions.byte_range, conditions.if_range
+    if_none_match, if_modified_since = conditions.if_none_match, conditions.if_modified_since
     stat = path.stat()
     response = FileResponse(path, media_type=media_type, stat_result=stat, headers={"Cache-Control": CACHE_CONTROL})
     etag, last_modified = response.headers["etag"], response.headers["last-modified"]

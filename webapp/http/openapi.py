@@ -60,6 +60,8 @@ TAGS: list[dict[str, str]] = [
     {"name": "health", "description": "Liveness and readiness probes for load balancers and orchestrators."},
 ]
 
+TOKEN_EVENT = {"type": "object", "required": ["delta"], "properties": {"delta": {"type": "string"}}}
+"""The data of a `token` event: a piece of a reply as it is written."""
 AUDIO_MEDIA_TYPES = sorted({media for _, media in FORMATS.values()})
 BINARY = {"type": "string", "contentMediaType": "application/octet-stream"}
 

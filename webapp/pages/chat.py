@@ -1,7 +1,8 @@
 """The chat view: history, a text box whose reply streams in, and push-to-talk (static/chat.js).
 
-Typed and spoken turns both come through here, as server-sent events that end with `done` or `error`, whose data
-carries the turn's stored messages as HTML (`_history.html`) and the session's title if the turn named it.
+Typed and spoken turns both come through here, as server-sent events that end with `done`, `cancelled` or `error`
+(`failed` for voice), whose data carries the turn's stored messages as HTML (`_history.html`) and the session's
+title if the turn named it. A spoken reply's sentences arrive as `audio` events, played back to back by chat.js.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from sse_starlette import EventSourceResponse
 
 from webapp.deps import RuntimeDep
 from webapp.errors import SessionNotFound
-from webapp.http.sse import turn_events, voice_turn_events
+from webapp.http.sse import turn_events, voice_page_events
 from webapp.http.uploads import audio_receiver
 from webapp.pages.rendering import BrowserDep, render, templates, validated
 from webapp.schemas import MessageCreate, MessageRead, TurnRead, VoiceTurnRead
@@ -82,9 +83,9 @@ async def send_recording(session_id: str, request: Request, runtime: RuntimeDep,
 
 @router.get("/voice-turns/{turn_id}/events")
 async def follow_recording(turn_id: str, request: Request, runtime: RuntimeDep, principal: BrowserDep) -> Response:
-    """The voice turn's stages as server-sent events (an `EventSource`, which reconnects): `status` events, then
-    `done` or `failed` carrying the stored messages as HTML, the session's title if the turn named it, and the
-    reply's audio URL."""
+    """The voice turn as server-sent events (an `EventSource`, which reconnects): `status`, `transcript`, `token` and
+    `audio` as they come, then `done`, `cancelled` or `failed` carrying the stored messages as HTML, the session's
+    title if the turn named it, and the reply's audio URL."""
     owner_id = principal.user_id
     await voice.get_turn(runtime, owner_id=owner_id, turn_id=turn_id)  # a 404 before the stream starts
 
@@ -98,5 +99,12 @@ async def follow_recording(turn_id: str, request: Request, runtime: RuntimeDep, 
         html = _messages_html(request, session.agent_name, shown)  # the title: the turn's message may have named it
         return {"html": html, "title": session.title, "reply_audio_url": turn.reply_audio_url}
 
-    snapshots = voice.follow_turn(runtime, owner_id=owner_id, turn_id=turn_id)
-    return EventSourceResponse(voice_turn_events(snapshots, finished=finished), ping=15)
+    events = voice.follow_turn(runtime, owner_id=owner_id, turn_id=turn_id)
+    return EventSourceResponse(voice_page_events(events, finished=finished), ping=15)
+
+
+@router.post("/sessions/{session_id}/cancel", status_code=204)
+async def stop_turn(session_id: str, runtime: RuntimeDep, principal: BrowserDep) -> Response:
+    """The stop button and barge-in: the API's session cancel."""
+    await turns.stop(runtime, owner_id=principal.user_id, session_id=session_id)
+    return Response(status_code=204)

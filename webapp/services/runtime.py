@@ -13,6 +13,7 @@ from webapp.config import Settings
 from webapp.db import Database
 from webapp.errors import AppError
 from webapp.services.limits import RateLimiter, SignInThrottle
+from webapp.services.stops import Stops
 from webapp.services.voice_events import TurnBroker
 
 if TYPE_CHECKING:
@@ -35,13 +36,14 @@ class Runtime:
     provider: AIProvider
     locks: TurnLocks
     voice_slots: asyncio.Semaphore
-    """Bounds how many voice turns run their pipeline at once."""
+    """Bounds the CPU-bound audio work (decoding a recording, joining a reply) running at once."""
     secret_key: bytes
     """Signs access tokens and browser sessions."""
     message_limiter: RateLimiter
     voice_limiter: RateLimiter
     sign_in_throttle: SignInThrottle = field(default_factory=SignInThrottle)
     voice_events: TurnBroker = field(default_factory=TurnBroker)
+    stops: Stops = field(default_factory=Stops)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:

@@ -41,13 +41,15 @@ from sqlalchemy import (
     update,
 )
 
-from webapp.ai.base import ChatMessage, ChatReply
+from webapp.ai.base import ChatMessage, ChatReply, TokenSink
 from webapp.db import Database, new_id, utcnow
-from webapp.errors import AppError, SessionBusy, SessionNotFound, TurnInterrupted, UpstreamError
+from webapp.errors import AppError, NoTurnRunning, SessionBusy, SessionNotFound, TurnInterrupted, UpstreamError
 from webapp.models import Agent, ChatSession, Message
 from webapp.schemas import MessageRead, TurnRead
 from webapp.services.ownership import session_owned_by
 from webapp.services.runtime import Runtime
+from webapp.services.sessions import owned_session
+from webapp.services.stops import finishes_first
 
 log = logging.getLogger(__name__)
 AGENT = cast(Table, Agent.__table__)
@@ -61,7 +63,7 @@ INSERT_MESSAGE = insert(MESSAGE)
 SELECT_AGENT = select(AGENT.c.prompt, AGENT.c.model, AGENT.c.temperature).where(AGENT.c.id == bindparam("agent_id"))
 SELECT_CONTEXT = (
     select(MESSAGE.c.role, MESSAGE.c.content)
-    .where(MESSAGE.c.session_id == bindparam("session_id"), MESSAGE.c.status == "complete")
+    .where(MESSAGE.c.session_id == bindparam("session_id"), MESSAGE.c.status.in_(("complete", "cancelled")))
     .order_by(MESSAGE.c.seq.desc())
     .limit(CONTEXT_MAX_MESSAGES)
 )
@@ -315,11 +317,14 @@ def append_message(
 
 
 def build_context(connection: Connection, *, prompt: str, session_id: str, budget: int) -> list[ChatMessage]:
-    """The agent's prompt, then the newest complete messages that fit the token budget, oldest first."""
+    """The agent's prompt, then the newest messages that fit the token budget, oldest first: complete ones, and the
+    part of a stopped reply that was written (so "go on" can continue it)."""
     rows = connection.execute(SELECT_CONTEXT, {"session_id": session_id})
     remaining = budget - estimate_tokens(prompt)
     history: list[ChatMessage] = []
     for role, content in rows:
+        if not content:  # a reply stopped before its first word
+            continue
         cost = estimate_tokens(content)
         if history and cost > remaining:
             break
@@ -341,17 +346,19 @@ async def run(
     question: Draft,
     owner_id: str | None = None,
     on_user_stored: asyncio.Future[MessageRead] | None = None,
-    on_token: asyncio.Queue[str] | None = None,
+    on_token: TokenSink | None = None,
+    stop: asyncio.Event | None = None,
 ) -> TurnRead:
     """One exchange, inside `runtime.locks.hold(...)`: store the question, ask the model, store the answer.
 
     A provider failure is stored as the assistant's `failed` message (its `error` says which); it is not raised.
-    `on_user_stored` learns the question once it is stored; `on_token` gets the reply's pieces as they arrive.
+    `on_user_stored` learns the question once it is stored; `on_token` gets the reply's pieces as they arrive (and
+    asks for a streamed reply). When `stop` is set while the model writes, the reply so far is stored `cancelled`.
     """
     user, agent, context = await _store_question(runtime, lease, question, owner_id)
     if on_user_stored is not None:
         on_user_stored.set_result(user)
-    answer = await _ask(runtime, agent, context, source=question.source, on_token=on_token)
+    answer = await _ask(runtime, agent, context, source=question.source, on_token=on_token, stop=stop)
     assistant, _ = await runtime.db.transaction(
         lambda connection: append_message(connection, runtime.locks, lease, answer)
     )
@@ -381,19 +388,46 @@ async def _store_question(
 
 
 async def _ask(
-    runtime: Runtime, agent: Any, context: list[ChatMessage], *, source: str, on_token: asyncio.Queue[str] | None
+    runtime: Runtime,
+    agent: Any,
+    context: list[ChatMessage],
+    *,
+    source: str,
+    on_token: TokenSink | None,
+    stop: asyncio.Event | None,
 ) -> Draft:
-    """The model's answer as a message to store: the reply, or the provider's failure."""
+    """The model's answer as a message to store: the reply, the provider's failure, or what was written when the
+    turn was stopped."""
     started = time.perf_counter()
-    try:
-        reply: ChatReply = await runtime.provider.chat(
+    written: list[str] = []
+
+    def received(piece: str) -> None:
+        written.append(piece)
+        if on_token is not None:
+            on_token(piece)
+
+    asking = asyncio.ensure_future(
+        runtime.provider.chat(
             context,
             model=agent.model,
             temperature=agent.temperature,
-            on_token=on_token.put_nowait if on_token is not None else None,
+            on_token=received if on_token is not None else None,
         )
+    )
+    try:
+        if stop is not None and not await finishes_first(asking, stop):
+            asking.cancel()
+            await asyncio.gather(asking, return_exceptions=True)
+            return Draft(
+                role="assistant",
+                content="".join(written),
+                source=source,
+                status="cancelled",
+                model=agent.model,
+                latency_ms=round((time.perf_counter() - started) * 1000),
+            )
+        reply: ChatReply = await asking
     except UpstreamError as failure:
-        latency_ms = round((time.perf_counter() - started) * 1000)
         return Draft(
             role="assistant",
             content="",
@@ -401,8 +435,11 @@ async def _ask(
             status="failed",
             error=failure.as_error_field(),
             model=agent.model,
-            latency_ms=latency_ms,
+            latency_ms=round((time.perf_counter() - started) * 1000),
         )
+    finally:
+        if not asking.done():  # this task itself was cancelled (the server is stopping)
+            asking.cancel()
     return Draft(
         role="assistant",
         content=reply.text,
@@ -436,13 +473,19 @@ class DoneEvent:
 
 
 @dataclass
+class CancelledEvent:
+    turn: TurnRead
+    """The stored turn: its reply is `cancelled`, with the text written before the stop."""
+
+
+@dataclass
 class ErrorEvent:
     error: AppError
     turn: TurnRead | None = None
     """The stored turn when the reply failed at the provider (its failure is stored with the question)."""
 
 
-TurnEvent = TokenEvent | DoneEvent | ErrorEvent
+TurnEvent = TokenEvent | DoneEvent | CancelledEvent | ErrorEvent
 
 
 @dataclass
@@ -469,7 +512,7 @@ class RunningTurn:
         return turn
 
     async def events(self) -> AsyncIterator[TurnEvent]:
-        """Tokens as they arrive, then exactly one `DoneEvent` or `ErrorEvent`."""
+        """Tokens as they arrive, then exactly one `DoneEvent`, `CancelledEvent` or `ErrorEvent`."""
         while (item := await self.tokens.get()) is not END_OF_TOKENS:
             yield TokenEvent(item)
         await asyncio.wait({self.task})
@@ -480,7 +523,12 @@ class RunningTurn:
         if crash is None:
             turn = self.task.result()
             failure = failure_of(turn)
-            yield DoneEvent(turn) if failure is None else ErrorEvent(failure, turn)
+            if failure is not None:
+                yield ErrorEvent(failure, turn)
+            elif turn.assistant_message.status == "cancelled":
+                yield CancelledEvent(turn)
+            else:
+                yield DoneEvent(turn)
         elif isinstance(crash, AppError):
             yield ErrorEvent(crash)
         else:
@@ -502,14 +550,32 @@ def send(runtime: Runtime, *, owner_id: str, session_id: str, content: str, stre
     async def turn() -> TurnRead:
         try:
             async with runtime.locks.hold(session_id) as lease:
-                question = Draft(role="user", content=content)
-                on_token = tokens if stream else None
-                return await run(
-                    runtime, lease=lease, question=question, owner_id=owner_id, on_user_stored=stored, on_token=on_token
-                )
+                with runtime.stops.track(session_id) as stop:
+                    return await run(
+                        runtime,
+                        lease=lease,
+                        question=Draft(role="user", content=content),
+                        owner_id=owner_id,
+                        on_user_stored=stored,
+                        on_token=tokens.put_nowait if stream else None,
+                        stop=stop.requested,
+                    )
         finally:
             tokens.put_nowait(END_OF_TOKENS)
             if not stored.done():
                 stored.cancel()
 
     return RunningTurn(task=runtime.spawn(turn()), stored=stored, tokens=tokens)
+
+
+async def stop(runtime: Runtime, *, owner_id: str, session_id: str) -> None:
+    """Stop whatever turn is running in the session, typed or spoken (409 `no_turn_running` when none is).
+
+    Returns once the turn has stored what it had: the session is free for the next turn.
+    """
+    async with runtime.db.read() as db:
+        await owned_session(db, owner_id=owner_id, session_id=session_id)
+    running = runtime.stops.find(session_id=session_id)
+    if not running:
+        raise NoTurnRunning("No turn is running in this session.")
+    await runtime.stops.stop(running)

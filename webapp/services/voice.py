@@ -1,8 +1,10 @@
 """Voice turns: accept a recording, then transcribe → think → speak in the background, committing each stage.
 
-`submit` validates the recording before anything is stored (size is checked by the upload reader, format, length
-and silence here) and queues the turn. `process` runs the pipeline; `recover` picks up turns whose worker stopped.
-The text reply comes from `chats.run_turn`, the same code as typed messages.
+`accept` validates the recording before anything is stored (size is checked by the upload reader, format, length
+and silence here) and queues the turn. `process` runs the pipeline: the text reply comes from `turns.run`, the same
+engine as typed messages, streamed; each sentence is spoken as soon as it is written (`_Speaker`), and at the end
+the segments are joined into the reply's one audio file. `cancel` stops a turn (barge-in); `recover` picks up turns
+whose worker stopped.
 """
 
 from __future__ import annotations
@@ -14,15 +16,26 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select, update
 
-from webapp.audio import AudioClip, content_type_for, extension_for, load_clip
+from webapp.ai.sentences import SentenceSplitter
+from webapp.audio import AudioClip, content_type_for, extension_for, join_speech, load_clip
 from webapp.db import utcnow
-from webapp.errors import AppError, NoSpeechDetected, TurnInterrupted, VoiceTurnNotFound
+from webapp.errors import (
+    AppError,
+    NoSpeechDetected,
+    NoTurnRunning,
+    SegmentNotFound,
+    TurnFinished,
+    TurnInterrupted,
+    UpstreamUnavailable,
+    VoiceTurnNotFound,
+)
 from webapp.media import media_key, media_path, session_dir
 from webapp.models import Agent, ChatSession, Message, VoiceTurn
 from webapp.schemas import VoiceTurnRead
@@ -30,9 +43,11 @@ from webapp.services import turns
 from webapp.services.ownership import in_session_owned_by
 from webapp.services.runtime import Runtime, cancel_and_wait
 from webapp.services.sessions import owned_session
-from webapp.services.voice_events import STAGE_ORDER, TERMINAL, follow
+from webapp.services.stops import finishes_first
+from webapp.services.voice_events import End, VoiceEvent, finished, follow
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 UNFINISHED = ("queued", "transcribing", "thinking", "speaking")
 """The statuses of a turn still under way: listed, not negated, so the (status, heartbeat_at) index serves recovery."""
 
@@ -62,7 +77,9 @@ async def accept(runtime: Runtime, *, owner_id: str, session_id: str, receive: R
 
 async def _submit(runtime: Runtime, *, owner_id: str, session_id: str, upload: Path) -> VoiceTurnRead:
     settings = runtime.settings
-    clip = await asyncio.to_thread(load_clip, upload, max_seconds=settings.max_audio_seconds)
+    received_at = time.perf_counter()
+    async with runtime.voice_slots:
+        clip = await asyncio.to_thread(load_clip, upload, max_seconds=settings.max_audio_seconds)
     turn_id = str(uuid.uuid4())
     key = media_key(session_id, f"{turn_id}.recording{extension_for(clip.format)}")
     await asyncio.to_thread(upload.rename, media_path(settings, key))
@@ -73,11 +90,11 @@ async def _submit(runtime: Runtime, *, owner_id: str, session_id: str, upload: P
         db.add(turn)
         await db.flush()
     snapshot = VoiceTurnRead.of(turn)
-    runtime.spawn(process(runtime, turn_id=turn_id, clip=clip))
+    runtime.spawn(process(runtime, turn_id=turn_id, clip=clip, accepted_at=received_at))
     return snapshot
 
 
-# --- reading and following -------------------------------------------------------------------------------------------
+# --- reading, following, stopping -----------------------------------------------------------------------------------
 
 
 async def get_turn(runtime: Runtime, *, owner_id: str, turn_id: str) -> VoiceTurnRead:
@@ -90,17 +107,51 @@ async def get_turn(runtime: Runtime, *, owner_id: str, turn_id: str) -> VoiceTur
         return VoiceTurnRead.of(turn)
 
 
-def follow_turn(runtime: Runtime, *, owner_id: str, turn_id: str) -> AsyncIterator[VoiceTurnRead]:
-    """The turn's current state, then every later stage, ending with `done` or `failed`."""
+def follow_turn(runtime: Runtime, *, owner_id: str, turn_id: str) -> AsyncIterator[VoiceEvent]:
+    """The turn's current state, its transcript and segments so far, then what follows, ending with `End`."""
     return follow(runtime.voice_events, turn_id, lambda: get_turn(runtime, owner_id=owner_id, turn_id=turn_id))
 
 
 async def wait_for(runtime: Runtime, *, owner_id: str, turn_id: str) -> VoiceTurnRead:
     """The turn once it has finished."""
-    async for snapshot in follow_turn(runtime, owner_id=owner_id, turn_id=turn_id):
-        if STAGE_ORDER[snapshot.status] == TERMINAL:
-            return snapshot
+    async for event in follow_turn(runtime, owner_id=owner_id, turn_id=turn_id):
+        if isinstance(event, End):
+            return event.turn
     raise AssertionError("a followed turn ended without a terminal state")  # pragma: no cover
+
+
+async def segment_audio(runtime: Runtime, *, owner_id: str, turn_id: str, index: int) -> tuple[Path, str]:
+    """Where segment `index` of the turn's spoken reply is stored, and its content type."""
+    async with runtime.db.read() as db:
+        row = (
+            await db.execute(
+                select(VoiceTurn.segments).where(
+                    VoiceTurn.id == turn_id, in_session_owned_by(VoiceTurn.session_id, owner_id)
+                )
+            )
+        ).one_or_none()
+    if row is None:
+        raise VoiceTurnNotFound(f"No voice turn with id {turn_id!r}.")
+    segments = row.segments or []
+    if not 0 <= index < len(segments):
+        raise SegmentNotFound(f"The voice turn has {len(segments)} spoken segments so far; {index} is not one.")
+    key = segments[index]["audio_path"]
+    return media_path(runtime.settings, key), content_type_for(runtime.settings.tts_format)
+
+
+async def cancel(runtime: Runtime, *, owner_id: str, turn_id: str) -> VoiceTurnRead:
+    """Barge-in: stop the turn's thinking and speaking; it ends `cancelled`, its session free at once.
+
+    What was said and written stays: the user's message, the reply so far (`cancelled`), the segments spoken.
+    """
+    turn = await get_turn(runtime, owner_id=owner_id, turn_id=turn_id)
+    if finished(turn):
+        raise TurnFinished(f"The voice turn has already ended ({turn.status}).")
+    running = runtime.stops.find(voice_turn_id=turn_id)
+    if not running:
+        raise NoTurnRunning("The voice turn is not running in this server process; try again in a moment.")
+    await runtime.stops.stop(running)
+    return await get_turn(runtime, owner_id=owner_id, turn_id=turn_id)
 
 
 # --- the pipeline ----------------------------------------------------------------------------------------------------
@@ -128,12 +179,27 @@ async def _heartbeat(runtime: Runtime, turn_id: str) -> None:
             await db.execute(update(VoiceTurn).where(VoiceTurn.id == turn_id).values(heartbeat_at=utcnow()))
 
 
-async def process(runtime: Runtime, *, turn_id: str, clip: AudioClip | None = None) -> None:
-    """Run one turn to `done` or `failed`. Never raises for a failure it can record on the turn."""
+@dataclass(frozen=True)
+class _Job:
+    turn_id: str
+    session_id: str
+    recording: str
+    voice: str
+    accepted_at: float
+    """`time.perf_counter()` when the upload ended (or the turn was resumed): where `first_audio` counts from."""
+
+
+async def process(
+    runtime: Runtime, *, turn_id: str, clip: AudioClip | None = None, accepted_at: float | None = None
+) -> None:
+    """Run one turn to `done`, `failed` or `cancelled`. Never raises for a failure it can record on the turn."""
     heartbeat = asyncio.create_task(_heartbeat(runtime, turn_id))
     try:
-        async with runtime.voice_slots:
-            await _pipeline(runtime, turn_id, clip)
+        job = await _job(runtime, turn_id, accepted_at or time.perf_counter())
+        if job is None:
+            return  # deleted with its session
+        with runtime.stops.track(job.session_id, voice_turn_id=turn_id) as stop:
+            await _pipeline(runtime, job, clip, stop.requested)
     except AppError as exc:
         await _save(runtime, turn_id, status="failed", error=exc.as_error_field())
     except Exception as exc:  # a bug must still end the turn, or its listeners would wait forever
@@ -141,6 +207,36 @@ async def process(runtime: Runtime, *, turn_id: str, clip: AudioClip | None = No
         await _save(runtime, turn_id, status="failed", error=AppError(f"Internal error: {exc}").as_error_field())
     finally:
         await cancel_and_wait(heartbeat)
+
+
+async def _job(runtime: Runtime, turn_id: str, accepted_at: float) -> _Job | None:
+    async with runtime.db.read() as db:
+        row = (
+            await db.execute(
+                select(VoiceTurn.session_id, VoiceTurn.upload_path, Agent.voice)
+                .join(ChatSession, ChatSession.id == VoiceTurn.session_id)
+                .join(Agent, Agent.id == ChatSession.agent_id)
+                .where(VoiceTurn.id == turn_id)
+            )
+        ).one_or_none()
+    return None if row is None else _Job(turn_id, row.session_id, row.upload_path, row.voice, accepted_at)
+
+
+class _Stopped(Exception):
+    """The client asked the turn to stop."""
+
+
+async def _unless_stopped(work: Awaitable[T], stop: asyncio.Event) -> T:
+    """`work`'s result, or `_Stopped` (and `work` cancelled) when `stop` is set first."""
+    task = asyncio.ensure_future(work)
+    try:
+        if not await finishes_first(task, stop):
+            raise _Stopped
+        return task.result()
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
 
 @contextlib.contextmanager
@@ -152,54 +248,74 @@ def _timed(timings: dict[str, int], stage: str) -> Iterator[None]:
         timings[stage] = round((time.perf_counter() - started) * 1000)
 
 
-async def _pipeline(runtime: Runtime, turn_id: str, clip: AudioClip | None) -> None:
+async def _pipeline(runtime: Runtime, job: _Job, clip: AudioClip | None, stop: asyncio.Event) -> None:
     settings = runtime.settings
-    async with runtime.db.read() as db:
-        row = (
-            await db.execute(
-                select(VoiceTurn, Agent.voice)
-                .join(ChatSession, ChatSession.id == VoiceTurn.session_id)
-                .join(Agent, Agent.id == ChatSession.agent_id)
-                .where(VoiceTurn.id == turn_id)
-            )
-        ).one_or_none()
-    if row is None:
-        return  # deleted with its session
-    turn, voice = row
-    session_id, recording = turn.session_id, turn.upload_path
     if clip is None:  # resumed after a restart: decode the kept recording again
-        clip = await asyncio.to_thread(
-            load_clip, media_path(settings, recording), max_seconds=settings.max_audio_seconds
-        )
+        async with runtime.voice_slots:
+            clip = await asyncio.to_thread(
+                load_clip, media_path(settings, job.recording), max_seconds=settings.max_audio_seconds
+            )
 
     timings: dict[str, int] = {}
-    async with runtime.locks.hold(session_id) as lease:
-        await runtime.locks.claim(lease)  # before transcribing: a turn sent meanwhile waits for this one
-        await _save(runtime, turn_id, status="transcribing")
-        with _timed(timings, "transcribing"):
-            transcript = (await runtime.provider.transcribe(clip)).strip()
-        if not transcript:
-            raise NoSpeechDetected("No speech was recognised in the recording.")
-        await _save(runtime, turn_id, status="thinking", transcript=transcript, timings_ms=dict(timings))
-        question = turns.Draft(
-            role="user",
-            content=transcript,
-            source="voice",
-            audio_path=recording,
-            audio_content_type=clip.content_type,
-        )
-        with _timed(timings, "thinking"):
-            exchange = await turns.run(runtime, lease=lease, question=question)
+    speaker = _Speaker(runtime, job, timings)
+    try:
+        async with runtime.locks.hold(job.session_id) as lease:
+            await runtime.locks.claim(lease)  # before transcribing: a turn sent meanwhile waits for this one
+            if stop.is_set():
+                raise _Stopped
+            await _save(runtime, job.turn_id, status="transcribing")
+            with _timed(timings, "transcribing"):
+                transcript = (await _unless_stopped(runtime.provider.transcribe(clip), stop)).strip()
+            if not transcript:
+                raise NoSpeechDetected("No speech was recognised in the recording.")
+            await _save(runtime, job.turn_id, status="thinking", transcript=transcript, timings_ms=dict(timings))
+            question = turns.Draft(
+                role="user",
+                content=transcript,
+                source="voice",
+                audio_path=job.recording,
+                audio_content_type=clip.content_type,
+            )
+            with _timed(timings, "thinking"):
+                exchange = await turns.run(
+                    runtime,
+                    lease=lease,
+                    question=question,
+                    on_token=speaker.hear if settings.stream_voice_replies else None,
+                    stop=stop,
+                )
+    except _Stopped:
+        await speaker.abort()
+        await _save(runtime, job.turn_id, status="cancelled", timings_ms=dict(timings))
+        return
+    except BaseException:
+        await speaker.abort()
+        raise
+
     user, assistant = exchange.user_message, exchange.assistant_message
     ids = {"user_message_id": user.id, "assistant_message_id": assistant.id}
-    if assistant.error is not None:
-        await _save(runtime, turn_id, status="failed", error=assistant.error.as_field(), **ids)
+    if assistant.status != "complete":
+        await speaker.abort()
+        if assistant.error is not None:
+            await _save(runtime, job.turn_id, status="failed", error=assistant.error.as_field(), **ids)
+        else:  # stopped while the model wrote: the reply so far is stored, `cancelled`
+            await _save(runtime, job.turn_id, status="cancelled", reply_text=assistant.content, **ids)
         return
-    reply = assistant.content
-    await _save(runtime, turn_id, status="speaking", reply_text=reply, timings_ms=dict(timings), **ids)
-    with _timed(timings, "speaking"):
-        audio = await runtime.provider.speak(reply, voice=voice)
-    key = media_key(session_id, f"{assistant.id}.reply{extension_for(settings.tts_format)}")
+    await _save(runtime, job.turn_id, status="speaking", reply_text=assistant.content, timings_ms=dict(timings), **ids)
+    try:
+        with _timed(timings, "speaking"):
+            parts = await _unless_stopped(speaker.finish(assistant.content), stop)
+            audio = await _joined(runtime, parts)
+    except _Stopped:
+        await speaker.abort()
+        async with runtime.db.write() as db:
+            await db.execute(update(Message).where(Message.id == assistant.id).values(status="cancelled"))
+        await _save(runtime, job.turn_id, status="cancelled", timings_ms=dict(timings))
+        return
+    except BaseException:
+        await speaker.abort()
+        raise
+    key = media_key(job.session_id, f"{assistant.id}.reply{extension_for(settings.tts_format)}")
     await asyncio.to_thread(_write, media_path(settings, key), audio)
     async with runtime.db.write() as db:
         await db.execute(
@@ -207,7 +323,84 @@ async def _pipeline(runtime: Runtime, turn_id: str, clip: AudioClip | None) -> N
             .where(Message.id == assistant.id)
             .values(audio_path=key, audio_content_type=content_type_for(settings.tts_format))
         )
-    await _save(runtime, turn_id, status="done", timings_ms=dict(timings))
+    await _save(runtime, job.turn_id, status="done", timings_ms=dict(timings))
+
+
+async def _joined(runtime: Runtime, parts: list[bytes]) -> bytes:
+    """The segments as the reply's one file (CPU work: decoding and encoding again)."""
+    try:
+        async with runtime.voice_slots:
+            return await asyncio.to_thread(join_speech, parts, fmt=runtime.settings.tts_format)
+    except ValueError as exc:
+        raise UpstreamUnavailable("The AI provider sent speech that could not be decoded.") from exc
+
+
+class _Speaker:
+    """Speaks a reply sentence by sentence as it is written: a bounded number of speech requests in flight, each
+    segment stored with the turn and published in order as soon as it and those before it are ready."""
+
+    def __init__(self, runtime: Runtime, job: _Job, timings: dict[str, int]) -> None:
+        self._runtime = runtime
+        self._job = job
+        self._timings = timings
+        self._splitter = SentenceSplitter()
+        self._in_flight = asyncio.Semaphore(runtime.settings.speech_requests_in_flight)
+        self._spoken: list[asyncio.Task[bytes]] = []
+        self._ready: asyncio.Queue[tuple[str, asyncio.Task[bytes]] | None] = asyncio.Queue()
+        self._publisher: asyncio.Task[list[bytes]] | None = None
+        self._heard = False
+
+    def hear(self, piece: str) -> None:
+        """A piece of the reply as the model writes it: passed on to followers, spoken once a sentence is complete."""
+        self._heard = True
+        self._runtime.voice_events.publish_token(self._job.turn_id, piece)
+        for sentence in self._splitter.feed(piece):
+            self._say(sentence)
+
+    async def finish(self, reply: str) -> list[bytes]:
+        """Speak what is left of `reply` (all of it, in one request, when it was not streamed); every segment's
+        audio, in order."""
+        rest = self._splitter.flush() if self._heard else [reply.strip()] if reply.strip() else []
+        for sentence in rest:
+            self._say(sentence)
+        if self._publisher is None:  # nothing to say: an empty reply
+            return []
+        self._ready.put_nowait(None)
+        return await self._publisher
+
+    async def abort(self) -> None:
+        """Stop speaking; the segments already stored stay."""
+        for task in (*self._spoken, *([self._publisher] if self._publisher else [])):
+            task.cancel()
+        await asyncio.gather(*self._spoken, *([self._publisher] if self._publisher else []), return_exceptions=True)
+
+    def _say(self, sentence: str) -> None:
+        task = asyncio.create_task(self._synthesize(sentence))
+        self._spoken.append(task)
+        self._ready.put_nowait((sentence, task))
+        if self._publisher is None:
+            self._publisher = asyncio.create_task(self._publish_in_order())
+
+    async def _synthesize(self, sentence: str) -> bytes:
+        async with self._in_flight:
+            return await self._runtime.provider.speak(sentence, voice=self._job.voice)
+
+    async def _publish_in_order(self) -> list[bytes]:
+        runtime, job = self._runtime, self._job
+        extension = extension_for(runtime.settings.tts_format)
+        segments: list[dict[str, str]] = []
+        parts: list[bytes] = []
+        while (item := await self._ready.get()) is not None:
+            sentence, task = item
+            audio = await task
+            key = media_key(job.session_id, f"{job.turn_id}.segment{len(segments)}{extension}")
+            await asyncio.to_thread(_write, media_path(runtime.settings, key), audio)
+            segments.append({"text": sentence, "audio_path": key})
+            if len(segments) == 1:
+                self._timings["first_audio"] = round((time.perf_counter() - job.accepted_at) * 1000)
+            await _save(runtime, job.turn_id, segments=list(segments), timings_ms=dict(self._timings))
+            parts.append(audio)
+        return parts
 
 
 def _write(path: Path, data: bytes) -> None:

@@ -1,4 +1,10 @@
-"""Live progress of voice turns: an in-process broker, and a follower that also sees other workers' progress."""
+"""Live progress of voice turns: an in-process broker, and a follower that also sees other workers' progress.
+
+The pipeline publishes two things: the turn's stored state after each change (a stage, the transcript, each spoken
+segment, the end) and the reply's text pieces as they arrive. A follower turns the differences between successive
+states into events, so what it says is the same whether the states come from this process or from re-reading the
+database (a turn running in another worker): only the text pieces are this process's alone.
+"""
 
 from __future__ import annotations
 
@@ -6,27 +12,76 @@ import asyncio
 import contextlib
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 
 from webapp.errors import VoiceTurnNotFound
-from webapp.schemas import ErrorInfo, VoiceTurnRead
+from webapp.schemas import ErrorInfo, VoiceSegmentRead, VoiceTurnRead
 
-STAGE_ORDER = {"queued": 0, "transcribing": 1, "thinking": 2, "speaking": 3, "done": 4, "failed": 4}
+STAGE_ORDER = {
+    "queued": 0,
+    "transcribing": 1,
+    "thinking": 2,
+    "speaking": 3,
+    "done": 4,
+    "failed": 4,
+    "cancelled": 4,
+}
 TERMINAL = 4
 
 
+def finished(turn: VoiceTurnRead) -> bool:
+    return STAGE_ORDER[turn.status] == TERMINAL
+
+
+@dataclass(frozen=True)
+class Stage:
+    """The turn reached a new stage (or, first of all, its state when the follower arrived)."""
+
+    turn: VoiceTurnRead
+
+
+@dataclass(frozen=True)
+class Transcript:
+    turn: VoiceTurnRead
+
+
+@dataclass(frozen=True)
+class Token:
+    delta: str
+
+
+@dataclass(frozen=True)
+class Audio:
+    segment: VoiceSegmentRead
+
+
+@dataclass(frozen=True)
+class End:
+    """Always the last event: `turn.status` is `done`, `failed` or `cancelled`."""
+
+    turn: VoiceTurnRead
+
+
+VoiceEvent = Stage | Transcript | Token | Audio | End
+
+
 class TurnBroker:
-    """Fan-out of turn snapshots to listeners in this process."""
+    """Fan-out of turn states and reply pieces to listeners in this process."""
 
     def __init__(self) -> None:
-        self._listeners: defaultdict[str, set[asyncio.Queue[VoiceTurnRead]]] = defaultdict(set)
+        self._listeners: defaultdict[str, set[asyncio.Queue[VoiceTurnRead | str]]] = defaultdict(set)
 
     def publish(self, turn: VoiceTurnRead) -> None:
         for queue in self._listeners.get(turn.id, ()):
             queue.put_nowait(turn)
 
+    def publish_token(self, turn_id: str, delta: str) -> None:
+        for queue in self._listeners.get(turn_id, ()):
+            queue.put_nowait(delta)
+
     @contextlib.contextmanager
-    def listen(self, turn_id: str) -> Iterator[asyncio.Queue[VoiceTurnRead]]:
-        queue: asyncio.Queue[VoiceTurnRead] = asyncio.Queue()
+    def listen(self, turn_id: str) -> Iterator[asyncio.Queue[VoiceTurnRead | str]]:
+        queue: asyncio.Queue[VoiceTurnRead | str] = asyncio.Queue()
         self._listeners[turn_id].add(queue)
         try:
             yield queue
@@ -36,34 +91,63 @@ class TurnBroker:
                 del self._listeners[turn_id]
 
 
+class _Progress:
+    """What a follower has told so far, and the events a newer state adds to it."""
+
+    def __init__(self, first: VoiceTurnRead) -> None:
+        self.current = first
+        self.rank = STAGE_ORDER[first.status]
+        self.transcript_told = False
+        self.segments_told = 0
+
+    def catch_up(self, turn: VoiceTurnRead, *, first: bool = False) -> list[VoiceEvent]:
+        events: list[VoiceEvent] = []
+        rank = STAGE_ORDER[turn.status]
+        if first or TERMINAL > rank > self.rank:
+            events.append(Stage(turn))
+        if turn.transcript is not None and not self.transcript_told:
+            self.transcript_told = True
+            events.append(Transcript(turn))
+        events.extend(Audio(segment) for segment in turn.segments[self.segments_told :])
+        self.segments_told = max(self.segments_told, len(turn.segments))
+        if rank == TERMINAL:
+            events.append(End(turn))
+        if rank >= self.rank:
+            self.current, self.rank = turn, rank
+        return events
+
+
 async def follow(
     broker: TurnBroker,
     turn_id: str,
     load: Callable[[], Awaitable[VoiceTurnRead]],
     *,
     poll_seconds: float = 1.0,
-) -> AsyncIterator[VoiceTurnRead]:
-    """The turn's current state, then each later stage in order, ending after `done` or `failed`.
+) -> AsyncIterator[VoiceEvent]:
+    """The turn's current state as a `Stage`, its transcript and segments so far, then what follows, ending with `End`.
 
-    Snapshots published in this process arrive at once; when the turn runs in another worker process, re-reading
-    the database every `poll_seconds` picks up its progress. A turn deleted meanwhile (with its session) still ends
-    its followers' streams: with a `failed` state saying so.
+    States published in this process arrive at once; when the turn runs in another worker process, re-reading the
+    database every `poll_seconds` picks up its progress. A turn deleted meanwhile (with its session) still ends its
+    followers' streams: with a `failed` state saying so.
     """
-    with broker.listen(turn_id) as queue:  # listen before reading, so no stage slips between the two
-        current = await load()
-        yield current
-        reached = STAGE_ORDER[current.status]
-        while reached < TERMINAL:
+    with broker.listen(turn_id) as queue:  # listen before reading, so nothing slips between the two
+        first = await load()
+        progress = _Progress(first)
+        for event in progress.catch_up(first, first=True):
+            yield event
+        while progress.rank < TERMINAL:
             try:
-                snapshot = await asyncio.wait_for(queue.get(), timeout=poll_seconds)
+                item = await asyncio.wait_for(queue.get(), timeout=poll_seconds)
             except TimeoutError:
                 try:
-                    snapshot = await load()
+                    item = await load()
                 except VoiceTurnNotFound as gone:
                     error = ErrorInfo(code=gone.code, detail="The voice turn was deleted with its session.")
-                    yield current.model_copy(update={"status": "failed", "error": error})
+                    yield End(progress.current.model_copy(update={"status": "failed", "error": error}))
                     return
-            if STAGE_ORDER[snapshot.status] > reached:
-                reached = STAGE_ORDER[snapshot.status]
-                current = snapshot
-                yield snapshot
+            if isinstance(item, str):
+                if progress.rank < TERMINAL:
+                    yield Token(item)
+                continue
+            for event in progress.catch_up(item):
+                yield event
