@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from webapp.db import Base, UTCDateTime, new_id, utcnow
@@ -113,7 +113,10 @@ class VoiceTurn(TimestampMixin, Base):
     """One push-to-talk round trip. The recording is kept in `upload_path` from the moment it is accepted."""
 
     __tablename__ = "voice_turn"
-    __table_args__ = (Index("ix_voice_turn_status_heartbeat_at", "status", "heartbeat_at"),)
+    __table_args__ = (
+        Index("ix_voice_turn_status_heartbeat_at", "status", "heartbeat_at"),
+        Index("ix_voice_turn_status_runner", "status", "runner"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     session_id: Mapped[str] = mapped_column(ForeignKey("chat_session.id", ondelete="CASCADE"), index=True)
@@ -131,3 +134,17 @@ class VoiceTurn(TimestampMixin, Base):
     # Liveness of whichever worker runs the turn: a turn whose heartbeat stops is picked up by another (or at
     # start-up), so a crash never strands a recording.
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    runner: Mapped[str | None] = mapped_column(String(64))
+    """The process running the turn (`Runner.name`); None while it waits in `queued` for a voice runner to claim it."""
+
+
+class RateCount(Base):
+    """How many events a key (a user's messages, an address's sign-in attempts) had in one fixed window, shared by
+    every process (PostgreSQL). Rows of windows long past are deleted."""
+
+    __tablename__ = "rate_count"
+
+    key: Mapped[str] = mapped_column(String(300), primary_key=True)
+    window_start: Mapped[int] = mapped_column(BigInteger, primary_key=True, index=True)
+    """Unix seconds at which the window began."""
+    count: Mapped[int] = mapped_column(Integer)
