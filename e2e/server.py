@@ -74,6 +74,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def log_tail(path: Path, lines: int = 60) -> str:
+    """The last `lines` lines of a process's log ("" if there is none yet)."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
 @dataclass
 class Server:
     base_url: str
@@ -82,10 +90,7 @@ class Server:
     log_path: Path
 
     def log_tail(self, lines: int = 60) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return log_tail(self.log_path, lines)
 
 
 def server_env(root: Path) -> dict[str, str]:
@@ -106,25 +111,19 @@ def server_env(root: Path) -> dict[str, str]:
 
 @contextmanager
 def running_server(
-    root: Path, *, startup_timeout: float = 60.0, extra_env: dict[str, str] | None = None
+    root: Path, *, startup_timeout: float = 60.0, extra_env: dict[str, str] | None = None, migrate: bool = True
 ) -> Iterator[Server]:
-    """Migrate a fresh database under `root`, serve the app on a free port, and stop it afterwards."""
+    """Migrate a fresh database under `root`, serve the app on a free port, and stop it afterwards.
+
+    `migrate=False` skips the migration, for a database already at head (several servers on one database)."""
     root.mkdir(parents=True, exist_ok=True)
     env = server_env(root) | (extra_env or {})
     # cwd is a directory with no `.env`, so a developer's settings file cannot leak into the run.
     workdir = root / "cwd"
     workdir.mkdir(exist_ok=True)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    migrate = subprocess.run(
-        [sys.executable, "-m", "alembic", "-c", str(REPO / "alembic.ini"), "upgrade", "head"],
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if migrate.returncode != 0:
-        raise RuntimeError(f"alembic upgrade head failed:\n{migrate.stdout}\n{migrate.stderr}")
+    if migrate:
+        _migrate(workdir, env)
     port = free_port()
     log_path = root / "server.log"
     with log_path.open("wb") as log:
@@ -146,6 +145,19 @@ def running_server(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def _migrate(workdir: Path, env: dict[str, str]) -> None:
+    migrate = subprocess.run(
+        [sys.executable, "-m", "alembic", "-c", str(REPO / "alembic.ini"), "upgrade", "head"],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if migrate.returncode != 0:
+        raise RuntimeError(f"alembic upgrade head failed:\n{migrate.stdout}\n{migrate.stderr}")
 
 
 def _wait_healthy(server: Server, timeout: float) -> None:
@@ -198,3 +210,52 @@ def scratch_postgres_database(server_url: str, *, prefix: str) -> Iterator[str]:
         yield url.set(database=name).render_as_string(hide_password=False)
     finally:
         admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@dataclass
+class Worker:
+    """A voice worker (`python -m webapp.worker`) in a subprocess, its output in `log_path`."""
+
+    root: Path
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log_tail(self, lines: int = 60) -> str:
+        return log_tail(self.log_path, lines)
+
+
+@contextmanager
+def running_worker(
+    root: Path, *, startup_timeout: float = 60.0, extra_env: dict[str, str] | None = None
+) -> Iterator[Worker]:
+    """Start a voice worker with `server_env(root) | extra_env` (point its DATABASE_URL at a server's migrated
+    database), wait until it says it runs voice turns, and stop it with SIGTERM afterwards."""
+    root.mkdir(parents=True, exist_ok=True)
+    env = server_env(root) | (extra_env or {})
+    workdir = root / "cwd"  # no `.env` here, as for the server
+    workdir.mkdir(exist_ok=True)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    log_path = root / "worker.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "webapp.worker"], cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    worker = Worker(root=root, process=process, log_path=log_path)
+    try:
+        deadline = time.monotonic() + startup_timeout
+        while "voice worker" not in log_path.read_text(errors="replace"):
+            if process.poll() is not None:
+                raise RuntimeError(f"the voice worker exited with {process.returncode}:\n{worker.log_tail()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the voice worker did not start within {startup_timeout:.0f} s:\n{worker.log_tail()}"
+                )
+            time.sleep(0.1)
+        yield worker
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

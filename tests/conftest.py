@@ -49,9 +49,8 @@ def migrated_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
 def database_url(migrated_database: str, tmp_path: Path) -> str:
     """A fresh, migrated database for this test."""
     if TEST_DATABASE_URL:
-        postgres_execute(
-            TEST_DATABASE_URL, "TRUNCATE user_account, api_key, agent, chat_session, message, voice_turn CASCADE"
-        )
+        tables = "user_account, api_key, agent, chat_session, message, voice_turn, rate_count"
+        postgres_execute(TEST_DATABASE_URL, f"TRUNCATE {tables} CASCADE")
         return TEST_DATABASE_URL
     template = Path(migrated_database.removeprefix("sqlite+aiosqlite:///"))
     copy = tmp_path / "parley.db"

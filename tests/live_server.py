@@ -14,12 +14,13 @@ from pathlib import Path
 
 import httpx
 
-from e2e.server import Server, running_server
+from e2e.server import Server, Worker, running_server, running_worker
 from tests.audio_samples import QUESTION_WAV
 from tests.helpers import PASSWORD
 
 __all__ = [
     "Server",
+    "Worker",
     "children",
     "command_line",
     "descendants",
@@ -27,6 +28,7 @@ __all__ = [
     "long_speech_wav",
     "new_session",
     "running_server",
+    "running_worker",
     "signed_in",
 ]
 

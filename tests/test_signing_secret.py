@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import stat
 from pathlib import Path
 
 from tests.apps import make_settings, serve
 from tests.helpers import assert_problem, bearer, sign_up
+from webapp.config import Settings
+from webapp.services.accounts import load_secret_key
 
 
 async def test_generated_secret_key_is_kept_so_restarts_keep_sign_ins(database_url: str, tmp_path: Path) -> None:
@@ -40,3 +43,17 @@ async def test_configured_secret_key_is_used_and_no_file_is_written(database_url
     other = make_settings(database_url, tmp_path, secret_key="some other secret key", secret_key_file=key_file)
     async with serve(other, signed_in=False) as third:
         assert_problem(await third.get("/me", headers=bearer(token)), 401, "unauthorized")
+
+
+def test_processes_starting_together_share_one_generated_key(tmp_path: Path) -> None:
+    """Replicas on one volume start at once: every one must read the same, whole key."""
+    key_file = tmp_path / "shared" / "secret_key"
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(6) as pool:
+        keys = pool.map(_key_in_a_fresh_process, [str(key_file)] * 12)
+    assert len(set(keys)) == 1 and len(keys[0]) >= 48
+    assert sorted(p.name for p in key_file.parent.iterdir()) == ["secret_key"]  # no drafts left behind
+
+
+def _key_in_a_fresh_process(key_file: str) -> bytes:
+    return load_secret_key(Settings(secret_key=None, secret_key_file=Path(key_file)))

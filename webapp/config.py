@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -50,6 +51,8 @@ class Settings(BaseSettings):
     speech_requests_in_flight: int = Field(2, ge=1, le=16)
     """How many sentences of one reply are being synthesised at once."""
     voice_heartbeat_seconds: float = Field(5.0, gt=0)
+    voice_runner: bool = True
+    """Run voice pipelines in this process; off: only accept recordings and stream, leaving the work to others."""
 
     @model_validator(mode="after")
     def _choose_provider(self) -> Settings:
@@ -78,3 +81,12 @@ def describe_error(error: ValidationError) -> str:
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def load_settings() -> Settings:
+    """The settings, or exit with status 2 and one clear line instead of a traceback."""
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        print(f"parley: {describe_error(exc)}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -2,38 +2,28 @@
 
 from __future__ import annotations
 
-import asyncio
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
-from pydantic import ValidationError
 
-from webapp.ai import announce, build_provider
 from webapp.api import agents, auth, health, messages, sessions, voice
-from webapp.config import Settings, describe_error, get_settings
-from webapp.db import Database
+from webapp.config import Settings, load_settings
 from webapp.http.disconnects import ClientGoneIsOneLine
 from webapp.http.middleware import BodyLimit, HeadAsGet, NulInPathIsNotFound
 from webapp.http.openapi import build_openapi, docs, operation_id
 from webapp.http.paths import API_PREFIX
 from webapp.http.security_headers import SecurityHeaders
+from webapp.lifecycle import running
 from webapp.pages import agents as agent_pages
 from webapp.pages import auth as auth_pages
 from webapp.pages import chat as chat_pages
 from webapp.pages import rendering as page_rendering
 from webapp.pages import sessions as session_pages
-from webapp.services import accounts
-from webapp.services import voice as voice_service
-from webapp.services.limits import RateLimiter
-from webapp.services.runtime import Runtime, cancel_and_wait
-from webapp.services.turns import TurnLocks
 
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
-SHUTDOWN_GRACE_SECONDS = 10.0
 
 DESCRIPTION = f"""
 Parley: create agents (a name and a system prompt), open chat sessions with them, and talk to them by text or by
@@ -50,34 +40,13 @@ it can answer with.
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or _load_settings()
+    settings = settings or load_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        database = Database(settings.database_url)
-        provider = build_provider(settings)
-        announce(provider)
-        locks = TurnLocks(database, busy_timeout=settings.session_busy_timeout_seconds)
-        runtime = Runtime(
-            settings=settings,
-            db=database,
-            provider=provider,
-            locks=locks,
-            voice_slots=asyncio.Semaphore(settings.voice_workers),
-            secret_key=accounts.load_secret_key(settings),
-            message_limiter=RateLimiter(settings.rate_limit_messages_per_minute, what="messages"),
-            voice_limiter=RateLimiter(settings.rate_limit_voice_per_minute, what="voice turns"),
-        )
-        app.state.runtime = runtime
-        recovery = asyncio.create_task(voice_service.recover_forever(runtime))
-        try:
+        async with running(settings) as runtime:
+            app.state.runtime = runtime
             yield
-        finally:
-            await cancel_and_wait(recovery)
-            await runtime.drain(SHUTDOWN_GRACE_SECONDS)
-            await locks.aclose()
-            await provider.aclose()
-            await database.dispose()
 
     app = FastAPI(
         title="Parley", version="0.1.0", description=DESCRIPTION, lifespan=lifespan, docs_url=None, redoc_url=None
@@ -104,15 +73,6 @@ def _streams_its_own_body(path: str) -> bool:
     """The audio uploads (the API's and the chat page's) stream to disk under `MAX_AUDIO_BYTES` (`http.uploads`);
     every other body is capped whole."""
     return path.removeprefix(API_PREFIX).startswith("/sessions/") and path.endswith("/voice")
-
-
-def _load_settings() -> Settings:
-    try:
-        return get_settings()
-    except ValidationError as exc:
-        # One clear line instead of a traceback; uvicorn exits with this status.
-        print(f"parley: {describe_error(exc)}", file=sys.stderr)
-        raise SystemExit(2) from None
 
 
 app = create_app()

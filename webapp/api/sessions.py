@@ -104,7 +104,9 @@ async def send_message(
     """Send a message and get the agent's reply (streamed with `Accept: text/event-stream`)."""
     # No request transaction here: the turn opens its own short ones around the call to the model.
     stream = "text/event-stream" in accept
-    turn = turns.send(runtime, owner_id=principal.user_id, session_id=session_id, content=data.content, stream=stream)
+    turn = await turns.send(
+        runtime, owner_id=principal.user_id, session_id=session_id, content=data.content, stream=stream
+    )
     if stream:
         await turn.user_message()  # errors before anything is stored keep their own status (404, 409)
         events = turn_events(turn.events(), done=lambda done: done.model_dump(mode="json"))

@@ -56,7 +56,7 @@ async def send_message(session_id: str, request: Request, runtime: RuntimeDep, p
     """Like the API's streamed send, but `done` and `error` carry the stored messages as HTML."""
     owner_id = principal.user_id
     data = validated(MessageCreate, {"content": str((await request.form()).get("content", ""))})
-    turn = turns.send(runtime, owner_id=owner_id, session_id=session_id, content=data.content, stream=True)
+    turn = await turns.send(runtime, owner_id=owner_id, session_id=session_id, content=data.content, stream=True)
     question = await turn.user_message()  # errors before anything is stored keep their own status (404, 409)
     session = await sessions.get(runtime, owner_id=owner_id, session_id=session_id)
     title = session.title  # the first message names the session: the page's breadcrumb follows

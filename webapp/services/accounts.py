@@ -60,10 +60,19 @@ def load_secret_key(settings: Settings) -> bytes:
         return settings.secret_key.encode()
     path: Path = settings.secret_key_file
     if not path.exists():
+        # Written whole under another name, then linked into place: processes starting together (replicas on one
+        # volume) never read a half-written key, and the first one's key is everyone's.
         path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "w") as file:
             file.write(secrets.token_urlsafe(48))
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
     return path.read_text().strip().encode()
 
 
@@ -124,13 +133,13 @@ async def sign_in(*, database: Database, throttle: SignInThrottle, email: str, p
     The attempt is counted first (see `SignInThrottle`); the password is checked after the read transaction has closed.
     """
     account = email_key(email)
-    throttle.attempt(account=account, address=address)
+    await throttle.attempt(account=account, address=address)
     async with database.read() as db:
         user = await db.scalar(select(User).where(User.email_key == account))
     stored = user.password_hash if user else await asyncio.to_thread(_dummy_hash)
     if not await _password_matches(stored, password) or user is None:
         raise InvalidCredentials("Wrong email or password.")
-    throttle.succeeded(account=account, address=address)
+    await throttle.succeeded(account=account, address=address)
     return user
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -41,9 +42,11 @@ class Runtime:
     """Signs access tokens and browser sessions."""
     message_limiter: RateLimiter
     voice_limiter: RateLimiter
-    sign_in_throttle: SignInThrottle = field(default_factory=SignInThrottle)
+    sign_in_throttle: SignInThrottle
     voice_events: TurnBroker = field(default_factory=TurnBroker)
     stops: Stops = field(default_factory=Stops)
+    name: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    """This process, as the `runner` of the voice turns it runs."""
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:

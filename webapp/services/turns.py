@@ -44,12 +44,13 @@ from sqlalchemy import (
 from webapp.ai.base import ChatMessage, ChatReply, TokenSink
 from webapp.db import Database, new_id, utcnow
 from webapp.errors import AppError, NoTurnRunning, SessionBusy, SessionNotFound, TurnInterrupted, UpstreamError
-from webapp.models import Agent, ChatSession, Message
+from webapp.models import Agent, ChatSession, Message, VoiceTurn
 from webapp.schemas import MessageRead, TurnRead
 from webapp.services.ownership import session_owned_by
 from webapp.services.runtime import Runtime
 from webapp.services.sessions import owned_session
 from webapp.services.stops import finishes_first
+from webapp.services.voice_events import UNFINISHED
 
 log = logging.getLogger(__name__)
 AGENT = cast(Table, Agent.__table__)
@@ -536,13 +537,13 @@ class RunningTurn:
             yield ErrorEvent(AppError("An unexpected error occurred; it has been logged."))
 
 
-def send(runtime: Runtime, *, owner_id: str, session_id: str, content: str, stream: bool = False) -> RunningTurn:
+async def send(runtime: Runtime, *, owner_id: str, session_id: str, content: str, stream: bool = False) -> RunningTurn:
     """A typed message: counted against the sender's rate limit, then its turn starts in the background, waiting
     for the session's turn, and runs to completion.
 
     With `stream`, the reply is requested as a stream and its pieces are offered through `RunningTurn.events`.
     """
-    runtime.message_limiter.check(owner_id)
+    await runtime.message_limiter.check(owner_id)
     loop = asyncio.get_running_loop()
     stored: asyncio.Future[MessageRead] = loop.create_future()
     tokens: asyncio.Queue[Any] = asyncio.Queue()
@@ -574,8 +575,11 @@ async def stop(runtime: Runtime, *, owner_id: str, session_id: str) -> None:
     Returns once the turn has stored what it had: the session is free for the next turn.
     """
     async with runtime.db.read() as db:
-        await owned_session(db, owner_id=owner_id, session_id=session_id)
-    running = runtime.stops.find(session_id=session_id)
-    if not running:
+        chat, _ = await owned_session(db, owner_id=owner_id, session_id=session_id)
+        leased = chat.lease_token is not None and chat.lease_expires_at is not None and chat.lease_expires_at > utcnow()
+        speaking = await db.scalar(
+            select(exists().where(VoiceTurn.session_id == session_id, VoiceTurn.status.in_(UNFINISHED)))
+        )
+    # Another process may run it (PostgreSQL): it is asked only when the session shows a turn under way.
+    if not await runtime.stops.stop_anywhere(session_id=session_id, elsewhere=leased or bool(speaking)):
         raise NoTurnRunning("No turn is running in this session.")
-    await runtime.stops.stop(running)

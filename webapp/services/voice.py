@@ -44,12 +44,10 @@ from webapp.services.ownership import in_session_owned_by
 from webapp.services.runtime import Runtime, cancel_and_wait
 from webapp.services.sessions import owned_session
 from webapp.services.stops import finishes_first
-from webapp.services.voice_events import End, VoiceEvent, finished, follow
+from webapp.services.voice_events import UNFINISHED, End, VoiceEvent, finished, follow
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-UNFINISHED = ("queued", "transcribing", "thinking", "speaking")
-"""The statuses of a turn still under way: listed, not negated, so the (status, heartbeat_at) index serves recovery."""
 
 
 # --- accepting a recording -------------------------------------------------------------------------------------------
@@ -62,7 +60,7 @@ Receive = Callable[[Path], Awaitable[None]]
 async def accept(runtime: Runtime, *, owner_id: str, session_id: str, receive: Receive) -> VoiceTurnRead:
     """A recording: counted against the sender's rate limit, checked for its session (404 before reading it),
     received, validated and queued. On any error its file is deleted and nothing is stored."""
-    runtime.voice_limiter.check(owner_id)
+    await runtime.voice_limiter.check(owner_id)
     async with runtime.db.read() as db:
         await owned_session(db, owner_id=owner_id, session_id=session_id)
     folder = session_dir(runtime.settings, session_id)
@@ -86,11 +84,15 @@ async def _submit(runtime: Runtime, *, owner_id: str, session_id: str, upload: P
     clip = dataclasses.replace(clip, path=media_path(settings, key))
     async with runtime.db.write() as db:
         await owned_session(db, owner_id=owner_id, session_id=session_id)  # deleted while the upload arrived?
-        turn = VoiceTurn(id=turn_id, session_id=session_id, upload_path=key, upload_format=clip.format)
+        runner = runtime.name if settings.voice_runner else None  # else left for a voice runner to claim
+        turn = VoiceTurn(id=turn_id, session_id=session_id, upload_path=key, upload_format=clip.format, runner=runner)
         db.add(turn)
         await db.flush()
     snapshot = VoiceTurnRead.of(turn)
-    runtime.spawn(process(runtime, turn_id=turn_id, clip=clip, accepted_at=received_at))
+    if runner is not None:
+        runtime.spawn(process(runtime, turn_id=turn_id, clip=clip, accepted_at=received_at))
+    else:
+        runtime.voice_events.job_queued(turn_id)
     return snapshot
 
 
@@ -147,10 +149,8 @@ async def cancel(runtime: Runtime, *, owner_id: str, turn_id: str) -> VoiceTurnR
     turn = await get_turn(runtime, owner_id=owner_id, turn_id=turn_id)
     if finished(turn):
         raise TurnFinished(f"The voice turn has already ended ({turn.status}).")
-    running = runtime.stops.find(voice_turn_id=turn_id)
-    if not running:
-        raise NoTurnRunning("The voice turn is not running in this server process; try again in a moment.")
-    await runtime.stops.stop(running)
+    if not await runtime.stops.stop_anywhere(voice_turn_id=turn_id):
+        raise NoTurnRunning("The voice turn is waiting for a voice runner, or its runner stopped; try again.")
     return await get_turn(runtime, owner_id=owner_id, turn_id=turn_id)
 
 
@@ -411,11 +411,35 @@ def _write(path: Path, data: bytes) -> None:
 # --- recovery --------------------------------------------------------------------------------------------------------
 
 
-async def recover(runtime: Runtime) -> int:
-    """Take over unfinished turns whose worker stopped beating: resume those not yet transcribed, fail the rest.
+async def claim_jobs(runtime: Runtime, *, at_most: int = 16) -> int:
+    """Claim turns queued by processes that run no voice pipelines (`VOICE_RUNNER=off`), and run them here.
 
-    Runs at start-up and then periodically, so with several workers a turn is never run twice (the claim is one
-    conditional UPDATE) and a crashed worker's turns are picked up by the others.
+    On PostgreSQL `FOR UPDATE SKIP LOCKED` lets every runner claim at once without waiting for, or taking, another's.
+    """
+    query = (
+        select(VoiceTurn.id)
+        .where(VoiceTurn.status == "queued", VoiceTurn.runner.is_(None))
+        .order_by(VoiceTurn.created_at)
+        .limit(at_most)
+    )
+    if not runtime.db.is_sqlite:
+        query = query.with_for_update(skip_locked=True)
+    async with runtime.db.write() as db:
+        claimed = list(await db.scalars(query))
+        if claimed:
+            await db.execute(
+                update(VoiceTurn).where(VoiceTurn.id.in_(claimed)).values(runner=runtime.name, heartbeat_at=utcnow())
+            )
+    for turn_id in claimed:
+        runtime.spawn(process(runtime, turn_id=turn_id))
+    return len(claimed)
+
+
+async def recover(runtime: Runtime) -> int:
+    """Take over unfinished turns whose runner stopped beating: resume those not yet transcribed, fail the rest.
+
+    Runs at start-up and then periodically, so with several runners a turn is never run twice (the claim is one
+    conditional UPDATE) and a crashed runner's turns are picked up by the others.
     """
     stale_before = utcnow() - timedelta(seconds=3 * runtime.settings.voice_heartbeat_seconds)
     async with runtime.db.read() as db:
@@ -432,10 +456,10 @@ async def recover(runtime: Runtime) -> int:
             claimed = await db.execute(
                 update(VoiceTurn)
                 .where(VoiceTurn.id == turn_id, VoiceTurn.heartbeat_at < stale_before)
-                .values(heartbeat_at=utcnow())
+                .values(heartbeat_at=utcnow(), runner=runtime.name)
             )
         if claimed.rowcount != 1:  # type: ignore[attr-defined]
-            continue  # another worker took it
+            continue  # another runner took it
         taken += 1
         if status in ("queued", "transcribing"):
             log.info("resuming voice turn %s (was %s)", turn_id, status)
@@ -446,10 +470,12 @@ async def recover(runtime: Runtime) -> int:
     return taken
 
 
-async def recover_forever(runtime: Runtime) -> None:
+async def run_voice_jobs(runtime: Runtime) -> None:
+    """A voice runner's loop: take over abandoned turns and claim waiting ones, every heartbeat or when woken."""
     while True:
         try:
             await recover(runtime)
-        except Exception:  # a passing database error must not stop future recovery
-            log.exception("voice turn recovery failed")
-        await asyncio.sleep(runtime.settings.voice_heartbeat_seconds)
+            await claim_jobs(runtime)
+        except Exception:  # a passing database error must not stop the runner
+            log.exception("voice runner failed to look for work")
+        await runtime.voice_events.wait_for_job(runtime.settings.voice_heartbeat_seconds)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from webapp.errors import VoiceTurnNotFound
 from webapp.schemas import ErrorInfo, VoiceSegmentRead, VoiceTurnRead
+from webapp.services.relay import PgRelay
 
 STAGE_ORDER = {
     "queued": 0,
@@ -27,6 +28,8 @@ STAGE_ORDER = {
     "cancelled": 4,
 }
 TERMINAL = 4
+UNFINISHED = tuple(name for name, rank in STAGE_ORDER.items() if rank < TERMINAL)
+"""The statuses of a turn still under way: listed, not negated, so the (status, heartbeat_at) index serves recovery."""
 
 
 def finished(turn: VoiceTurnRead) -> bool:
@@ -63,25 +66,76 @@ class End:
 
 
 VoiceEvent = Stage | Transcript | Token | Audio | End
+Item = VoiceTurnRead | str | None
+"""What a follower's queue gets: a state, a piece of the reply, or None: "changed elsewhere, read it again"."""
+SAFETY_POLL_SECONDS = 15.0
+"""How often a follower re-reads its turn even while changes arrive live (a message lost in transit)."""
 
 
 class TurnBroker:
-    """Fan-out of turn states and reply pieces to listeners in this process."""
+    """Fan-out of turn states and reply pieces to listeners in this process, and through `relay` (PostgreSQL) to and
+    from every other process. Also wakes this process's voice runner when a job is waiting."""
 
     def __init__(self) -> None:
-        self._listeners: defaultdict[str, set[asyncio.Queue[VoiceTurnRead | str]]] = defaultdict(set)
+        self._listeners: defaultdict[str, set[asyncio.Queue[Item]]] = defaultdict(set)
+        self.relay: PgRelay | None = None
+        self._job_waiting: asyncio.Event | None = None
+
+    @property
+    def live(self) -> bool:
+        """Whether other processes' changes arrive as they happen (else followers re-read the database)."""
+        return self.relay is not None and self.relay.connected
 
     def publish(self, turn: VoiceTurnRead) -> None:
+        """The turn's state, just committed."""
         for queue in self._listeners.get(turn.id, ()):
             queue.put_nowait(turn)
+        if self.relay is not None:
+            self.relay.send("state", turn.id)
 
     def publish_token(self, turn_id: str, delta: str) -> None:
         for queue in self._listeners.get(turn_id, ()):
             queue.put_nowait(delta)
+        if self.relay is not None:
+            self.relay.send("token", turn_id, delta)
+
+    def job_queued(self, turn_id: str) -> None:
+        """A voice turn waits for a runner to claim it (in this process or another)."""
+        self._wake()
+        if self.relay is not None:
+            self.relay.send("job", turn_id)
+
+    async def wait_for_job(self, seconds: float) -> None:
+        """Until a job is announced, or `seconds` have passed."""
+        if self._job_waiting is None:
+            self._job_waiting = asyncio.Event()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._job_waiting.wait(), seconds)
+        self._job_waiting.clear()
+
+    def received(self, kind: str, turn_id: str, text: str) -> None:
+        """A message from another process (`PgRelay`): its followers here re-read the turn, or get the piece."""
+        if kind == "job":
+            self._wake()
+            return
+        item: Item = text if kind == "token" else None
+        for queue in self._listeners.get(turn_id, ()):
+            queue.put_nowait(item)
+
+    def reconnected(self) -> None:
+        """Messages may have been missed while the relay was down: every follower re-reads its turn."""
+        for queues in self._listeners.values():
+            for queue in queues:
+                queue.put_nowait(None)
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._job_waiting is not None:
+            self._job_waiting.set()
 
     @contextlib.contextmanager
-    def listen(self, turn_id: str) -> Iterator[asyncio.Queue[VoiceTurnRead | str]]:
-        queue: asyncio.Queue[VoiceTurnRead | str] = asyncio.Queue()
+    def listen(self, turn_id: str) -> Iterator[asyncio.Queue[Item]]:
+        queue: asyncio.Queue[Item] = asyncio.Queue()
         self._listeners[turn_id].add(queue)
         try:
             yield queue
@@ -137,17 +191,18 @@ async def follow(
             yield event
         while progress.rank < TERMINAL:
             try:
-                item = await asyncio.wait_for(queue.get(), timeout=poll_seconds)
+                item = await asyncio.wait_for(queue.get(), SAFETY_POLL_SECONDS if broker.live else poll_seconds)
             except TimeoutError:
+                item = None
+            if isinstance(item, str):
+                yield Token(item)
+                continue
+            if item is None:  # changed in another process, or time to look
                 try:
                     item = await load()
                 except VoiceTurnNotFound as gone:
                     error = ErrorInfo(code=gone.code, detail="The voice turn was deleted with its session.")
                     yield End(progress.current.model_copy(update={"status": "failed", "error": error}))
                     return
-            if isinstance(item, str):
-                if progress.rank < TERMINAL:
-                    yield Token(item)
-                continue
             for event in progress.catch_up(item):
                 yield event
