@@ -266,9 +266,25 @@ def check_compose(path: Path, stages: list[Stage]) -> str:
         named = [m.split(":")[0] for m in mounts if m.split(":")[1:2] == [target]]
         if not named or named[0] not in declared:
             problems.append(f"{name}: {target} is not on a named volume declared under volumes")
+    # Scale-out (README, "Scaling out"): a second web replica and a voice worker on the same database and volume.
+    replica, worker = services.get("app2") or {}, services.get("worker") or {}
+    for name, service in (("app2", replica), ("worker", worker)):
+        if (service.get("environment") or {}).get("DATABASE_URL") != url:
+            problems.append(f"{name} does not share app's DATABASE_URL")
+        if [str(m) for m in service.get("volumes") or []] != [str(m) for m in app.get("volumes") or []]:
+            problems.append(f"{name} does not mount app's volumes")
+    if (app.get("environment") or {}).get("VOICE_RUNNER") != "off" or (replica.get("environment") or {}).get(
+        "VOICE_RUNNER"
+    ) != "off":
+        problems.append("the web replicas should leave voice turns to the worker (VOICE_RUNNER: off)")
+    if worker.get("command") != ["python", "-m", "webapp.worker"]:
+        problems.append("worker does not run python -m webapp.worker")
     if problems:
         raise CheckError(f"{path.name}: " + "; ".join(problems))
-    return f"{path.name}: app waits for a healthy db; {volume} and the database are on named volumes"
+    return (
+        f"{path.name}: app waits for a healthy db; {volume} and the database are on named volumes; app2 and the "
+        "worker share them"
+    )
 
 
 def main() -> None:
