@@ -542,15 +542,18 @@ async def send(runtime: Runtime, *, owner_id: str, session_id: str, content: str
     for the session's turn, and runs to completion.
 
     With `stream`, the reply is requested as a stream and its pieces are offered through `RunningTurn.events`.
+    The turn takes its place in the session's queue before the limit is counted (on PostgreSQL, a round trip), so
+    messages keep their arrival order; a refused one leaves the queue without storing anything.
     """
-    await runtime.message_limiter.check(owner_id)
     loop = asyncio.get_running_loop()
+    admitted: asyncio.Future[None] = loop.create_future()
     stored: asyncio.Future[MessageRead] = loop.create_future()
     tokens: asyncio.Queue[Any] = asyncio.Queue()
 
     async def turn() -> TurnRead:
         try:
             async with runtime.locks.hold(session_id) as lease:
+                await admitted
                 with runtime.stops.track(session_id) as stop:
                     return await run(
                         runtime,
@@ -566,7 +569,17 @@ async def send(runtime: Runtime, *, owner_id: str, session_id: str, content: str
             if not stored.done():
                 stored.cancel()
 
-    return RunningTurn(task=runtime.spawn(turn()), stored=stored, tokens=tokens)
+    running = RunningTurn(task=runtime.spawn(turn()), stored=stored, tokens=tokens)
+    try:
+        await runtime.message_limiter.check(owner_id)
+    except Exception as refused:
+        admitted.set_exception(refused)
+        raise
+    except BaseException:  # the request was cancelled (the client went away) before the count
+        admitted.cancel()
+        raise
+    admitted.set_result(None)
+    return running
 
 
 async def stop(runtime: Runtime, *, owner_id: str, session_id: str) -> None:
