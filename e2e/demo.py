@@ -3,32 +3,54 @@
 Run: `.venv/bin/python -m e2e.demo [--out docs]`. It starts its own server (offline provider, temp database), drives
 the real pages with the fake microphone the e2e tests use, and records with Chromium's screencast (CDP
 `Page.startScreencast`) encoded by PyAV, so no ffmpeg binary is needed. The sound track carries what the microphone
-heard and the spoken reply, placed where they happened.
+heard and every spoken segment of the replies, each placed where it played.
+
+The offline provider answers in one burst and speaks one sentence, which cannot show a reply spoken while it is still
+being written. For that part a second server shares the first one's database, media and secret (so the browser stays
+signed in; cookies ignore the port) with the openai provider pointed at a labelled stand-in: the test suite's fake
+OpenAI-compatible server with a scripted answer written at a model's pace, spoken by the offline voice (espeak-ng).
+Before recording, one spoken question goes through the API (`warm_up`), so the video does not show the offline
+recogniser's one-time start-up.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import io
 import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import av
 import numpy as np
 from playwright.sync_api import BrowserContext, CDPSession, Locator, Page, sync_playwright
 
-from e2e.server import REPO, chromium_args, make_fake_mic_wav, require_chromium, running_server
+from e2e import api_client
+from e2e.server import REPO, Server, chromium_args, make_fake_mic_wav, require_chromium, running_server, server_env
+from tests.fake_openai import FakeOpenAI
+from webapp.audio import encode_pcm
 
 WIDTH, HEIGHT = 1280, 720
 FPS = 15
 AUDIO_RATE = 48_000
 VIDEO_BITRATE = 600_000
-SPOKEN_SECONDS = 7.5  # at most this much of the spoken reply is played (the offline one says only its answer, ~3 s)
+
+# The stand-in model's answer to the microphone's "one two three four five", and its pace (a word every 150 ms).
+STAND_IN_TRANSCRIPT = "One, two, three, four, five."
+STAND_IN_ANSWER = "You counted to five. Added up, those numbers make fifteen. Shall we count in twos next?"
+STAND_IN_WORD_SECONDS = 0.15
+STAND_IN_MS = round(STAND_IN_WORD_SECONDS * 1000)
+MIC_LEAD, MIC_TAIL = 0.4, 0.4
+"""Seconds of silence before and after the microphone's clip (less than in the tests: the video stays short)."""
+SHARED_SETTINGS = ("DATABASE_URL", "MEDIA_DIR", "SECRET_KEY_FILE")
+"""What the stand-in model's server shares with the offline one: the same accounts, chats and recordings."""
 
 # Captions and a visible pointer (headless screenshots have none); the caption survives navigations.
 OVERLAY = """(() => {
@@ -100,12 +122,48 @@ PACE_STREAM = r"""(ms) => {
   };
 }"""
 
-# When the reply audio starts playing, in the browser's wall-clock milliseconds.
+# Every spoken segment chat.js queues in #reply-queue: its URL, and when it started and stopped playing (the
+# browser's wall-clock milliseconds, the screencast's clock).
 WATCH_PLAYBACK = """() => {
-  const audio = document.getElementById("reply-audio");
-  window.__replyStartedAt = null;
-  audio.addEventListener("playing", () => { window.__replyStartedAt ??= Date.now(); });
+  window.__heard = [];
+  const watch = (audio) => {
+    const entry = {src: audio.src, playing: null, stopped: null};
+    window.__heard.push(entry);
+    audio.addEventListener("playing", () => { entry.playing ??= Date.now(); });
+    const stop = () => { if (entry.playing !== null) entry.stopped ??= Date.now(); };
+    audio.addEventListener("pause", stop);
+    audio.addEventListener("ended", stop);
+  };
+  new MutationObserver((records) => {
+    for (const record of records) {
+      for (const node of record.addedNodes) if (node instanceof HTMLAudioElement) watch(node);
+    }
+  }).observe(document.getElementById("reply-queue"), {childList: true});
 }"""
+
+HEARD_ALL = "() => window.__heard.length > 0 && window.__heard.every((entry) => entry.stopped !== null)"
+
+
+class StandInModel(FakeOpenAI):
+    """The fake OpenAI-compatible server with a scripted answer at a model's pace, its speech by espeak-ng."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.transcript = STAND_IN_TRANSCRIPT
+        self.reply_text = STAND_IN_ANSWER
+        self.transcribe_delay = 0.2
+        self.reply_delay = 0.2
+        self.token_delay = STAND_IN_WORD_SECONDS
+
+    async def _spoken(self, text: str, fmt: str) -> bytes:
+        return await asyncio.to_thread(self._synthesize, text, fmt)
+
+    @staticmethod
+    def _synthesize(text: str, fmt: str) -> bytes:
+        from webapp.ai.offline_speech import OfflineSynthesizer
+
+        pcm, rate = OfflineSynthesizer().synthesize(text)
+        return encode_pcm(pcm, sample_rate=rate, fmt=fmt)
 
 
 @dataclass
@@ -140,7 +198,7 @@ class Sound:
 def decode_audio(data: bytes) -> np.ndarray:
     resampler = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_RATE)
     chunks: list[np.ndarray] = []
-    with av.open(io.BytesIO(data)) as container:
+    with av.open(io.BytesIO(data), "r") as container:
         for frame in container.decode(audio=0):
             chunks += [out.to_ndarray().reshape(-1) for out in resampler.resample(frame)]
     chunks += [out.to_ndarray().reshape(-1) for out in resampler.resample(None)]
@@ -226,13 +284,13 @@ class Walkthrough:
         box = target.bounding_box()
         assert box is not None, target
         x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-        self.page.mouse.move(x, y, steps=12)
+        self.page.mouse.move(x, y, steps=8)
         self.pause(0.2)
         return x, y
 
     def click(self, target: Locator) -> None:
-        self.point(target)
-        target.click()
+        x, y = self.point(target)
+        self.page.mouse.click(x, y)  # where the pointer already is: no second round of actionability checks
 
     def type(self, target: Locator, text: str, delay: float = 35) -> None:
         self.click(target)
@@ -242,87 +300,109 @@ class Walkthrough:
         page = self.page
         page.goto("/signup")
         self.caption("Sign up", "Self-hosted: accounts, agents and chats live in your own database")
-        self.pause(1.2)
+        self.pause(0.7)
         self.type(page.locator("#email"), "ada@example.com")
         self.type(page.locator("#display_name"), "Ada")
         self.type(page.locator("#password"), "correct horse battery", delay=20)
         self.click(page.get_by_role("button", name="Create account"))
         page.wait_for_url("**/")
-        self.pause(1.0)
+        self.pause(0.7)
 
     def create_agents(self, out: Path) -> None:
         page = self.page
         self.caption("Create an agent", "A name, a system prompt, and optionally a model and a voice")
-        self.pause(1.5)
+        self.pause(1.0)
         self.type(page.locator("#agent-name"), "Maths tutor")
         self.type(page.locator("#agent-prompt"), "You are a patient maths tutor. Answer briefly.", delay=18)
         self.click(page.get_by_role("button", name="Create agent"))
         page.locator("li.agent").first.wait_for()
-        self.pause(0.8)
+        self.pause(0.6)
         page.locator("#agent-name").fill("Travel guide")
         page.locator("#agent-prompt").fill("You suggest one day trips by train.")
         self.click(page.get_by_role("button", name="Create agent"))
         page.locator("li.agent", has_text="Travel guide").wait_for()
-        self.pause(1.2)
+        self.pause(1.0)
         self.screenshot(out / "screenshot-agents.png", top=True)
 
     def chat_by_text(self) -> None:
         page = self.page
         self.click(page.locator("a.agent-link", has_text="Maths tutor"))
         page.wait_for_url("**/agents/*")
-        self.pause(0.8)
+        self.pause(0.6)
         self.click(page.locator("#new-session"))
         page.wait_for_url("**/sessions/*")
         self.caption(
             "Chat by text: the reply streams in",
             "Offline mode, no API key: a labelled stand-in reply (paced here so the tokens are visible)",
         )
-        self.pause(1.2)
+        self.pause(1.0)
         self.type(page.locator("#message-input"), "What is a half of a quarter?", delay=45)
         self.pause(0.4)
-        page.evaluate(PACE_STREAM, 80)
+        page.evaluate(PACE_STREAM, 60)
         page.keyboard.press("Enter")
         page.locator(".message.streaming").wait_for()
         page.locator(".message.streaming").wait_for(state="detached", timeout=30_000)
-        self.pause(1.5)
+        self.pause(1.0)
 
-    def hold_to_talk(self, mic_wav: Path, out: Path) -> None:
+    def talk(self, mic_wav: Path) -> None:
+        """Hold the talk button while the microphone plays its clip, then release; its sound joins the track."""
         page = self.page
-        self.caption("Hold to talk: the reply is spoken", "The microphone plays a recording: “one two three four five”")
         page.evaluate(WATCH_PLAYBACK)
         ptt = page.locator("#ptt")
         self.point(ptt)
-        self.pause(0.8)
+        self.pause(0.5)
         page.mouse.down()
         page.locator("#ptt.recording").wait_for()
-        self.sounds.append(Sound(time.time(), decode_audio(mic_wav.read_bytes())))
-        self.pause(3.4)
+        heard = decode_audio(mic_wav.read_bytes())
+        self.sounds.append(Sound(time.time(), heard))
+        self.pause(len(heard) / AUDIO_RATE + 0.2)
         page.mouse.up()
-        self.caption("Hold to talk: the reply is spoken", "Transcribed, answered and spoken back, with offline engines")
-        page.wait_for_function("document.getElementById('ptt-status').textContent === 'Done'", timeout=60_000)
-        page.wait_for_function("window.__replyStartedAt !== null", timeout=15_000)
-        started = page.evaluate("window.__replyStartedAt") / 1000
-        src = page.evaluate("document.getElementById('reply-audio').src")
-        reply = self.context.request.get(src)
-        assert reply.ok, (src, reply.status)
-        spoken = decode_audio(reply.body())
-        self.pause(min(len(spoken) / AUDIO_RATE - (time.time() - started), SPOKEN_SECONDS) + 0.2)
-        stopped = page.evaluate("() => { document.getElementById('reply-audio').pause(); return Date.now(); }") / 1000
-        heard = spoken[: int((stopped - started) * AUDIO_RATE)].copy()
-        fade = min(len(heard), AUDIO_RATE // 3)
-        heard[len(heard) - fade :] *= np.linspace(1.0, 0.0, fade, dtype=np.float32)
-        self.sounds.append(Sound(started, heard))
-        self.pause(0.5)
+
+    def hear_reply(self) -> None:
+        """Wait for the turn to end and every spoken segment to have played; each joins the track where it played."""
+        page = self.page
+        page.wait_for_function("() => document.getElementById('ptt-status').textContent === 'Done'", timeout=60_000)
+        page.wait_for_function(HEARD_ALL, timeout=60_000)
+        for entry in page.evaluate("window.__heard"):
+            reply = self.context.request.get(entry["src"])
+            assert reply.ok, (entry, reply.status)
+            played = decode_audio(reply.body())[: int((entry["stopped"] - entry["playing"]) / 1000 * AUDIO_RATE)]
+            self.sounds.append(Sound(entry["playing"] / 1000, played))
+
+    def hold_to_talk(self, mic_wav: Path, out: Path) -> None:
+        self.caption("Hold to talk: the reply is spoken", "The microphone plays a recording: “one two three four five”")
+        self.talk(mic_wav)
+        self.caption("Hold to talk: the reply is spoken", "Offline engines hear and speak: no API key, no network")
+        self.hear_reply()
+        self.pause(0.3)
         self.screenshot(out / "screenshot-chat.png")
         self.caption("Hold to talk: the reply is spoken", "Every voice message keeps its transcript and a player")
-        self.pause(1.5)
+        self.pause(1.0)
+
+    def streamed_voice(self, model_server: Server, mic_wav: Path) -> None:
+        """The same chat on the server with a (stand-in) model: the answer is heard while it is still being written."""
+        page = self.page
+        page.goto(model_server.base_url + urlsplit(page.url).path)
+        self.caption(
+            "With a model: heard while it is still written",
+            f"Here a stand-in model server (scripted answer, offline voice) writes a word every {STAND_IN_MS} ms",
+        )
+        self.pause(0.6)
+        self.talk(mic_wav)
+        page.locator(".message.streaming").wait_for(timeout=30_000)
+        self.caption(
+            "With a model: heard while it is still written",
+            "Each sentence is spoken as soon as it is complete, and played back to back",
+        )
+        self.hear_reply()
+        self.pause(0.8)
 
     def edit_and_delete(self) -> None:
         page = self.page
         self.caption("Edit and delete", "Agents and chats can be renamed, changed and removed")
         self.click(page.locator("nav.crumbs a").first)
         page.wait_for_url("**/")
-        self.pause(0.8)
+        self.pause(0.6)
         agent = page.locator("li.agent", has_text="Maths tutor")
         self.click(agent.locator("button.edit-agent"))
         name = page.locator("#edit-name")
@@ -332,50 +412,70 @@ class Walkthrough:
         name.press_sequentially("Fractions tutor", delay=45)
         self.click(page.locator("form.edit-agent-form").get_by_role("button", name="Save"))
         page.locator("a.agent-link", has_text="Fractions tutor").wait_for()
-        self.pause(1.2)
+        self.pause(0.8)
         page.once("dialog", lambda dialog: dialog.accept())
         self.click(page.locator("li.agent", has_text="Travel guide").locator("button.delete-agent"))
         page.locator("li.agent", has_text="Travel guide").wait_for(state="detached")
-        self.pause(1.5)
+        self.pause(1.0)
         self.caption("Parley", "Self-hosted agents you can talk to, by text or by voice")
-        self.pause(2.5)
+        self.pause(1.6)
+
+
+def warm_up(server: Server, clip: Path) -> None:
+    """One spoken question through the API, by an account the video never shows, before recording starts: the first
+    recognition starts its process and loads its model (seconds), which is not what a running server makes you wait."""
+    api = server.base_url + "/api/v1"
+    token = api_client.sign_up(api, "warm-up@example.com")
+    session = api_client.new_session(api, token)
+    api_client.upload(api, f"/sessions/{session}/voice?wait=true", clip, token=token)
 
 
 def record(out: Path) -> None:
     executable = require_chromium()
     out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="parley-demo-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="parley-demo-") as tmp, ExitStack() as stack:
         root = Path(tmp)
-        mic = make_fake_mic_wav(root / "question-padded.wav")
-        with running_server(root / "server") as server, sync_playwright() as playwright:
-            browser = playwright.chromium.launch(
-                executable_path=executable, args=chromium_args(fake_mic=mic, auto_accept_mic=False)
-            )
-            context = browser.new_context(
-                base_url=server.base_url,
-                viewport={"width": WIDTH, "height": HEIGHT},
-                permissions=["microphone"],
-            )
-            context.set_default_timeout(20_000)
-            context.add_init_script(OVERLAY)
-            page = context.new_page()
-            cast = Screencast(context.new_cdp_session(page))
-            walk = Walkthrough(page, context)
-            page.goto("/signup")
-            cast.start()
-            steps = {
-                "sign up": walk.sign_up,
-                "create agents": lambda: walk.create_agents(out),
-                "chat by text": walk.chat_by_text,
-                "hold to talk": lambda: walk.hold_to_talk(mic, out),
-                "edit and delete": walk.edit_and_delete,
-            }
-            for name, step in steps.items():
-                started = time.monotonic()
-                step()
-                print(f"{name}: {time.monotonic() - started:.1f} s", flush=True)
-            end = cast.stop()
-            browser.close()
+        mic = make_fake_mic_wav(root / "question-padded.wav", lead_seconds=MIC_LEAD, tail_seconds=MIC_TAIL)
+        server = stack.enter_context(running_server(root / "server"))
+        model = StandInModel()
+        model.start()
+        stack.callback(model.stop)
+        # Both servers start before any turn: a server starting up marks the turns it finds under way as failed.
+        shared = {key: value for key, value in server_env(server.root).items() if key in SHARED_SETTINGS}
+        model_env = {"AI_PROVIDER": "openai", "OPENAI_API_KEY": "sk-demo", "OPENAI_BASE_URL": model.base_url}
+        model_server = stack.enter_context(running_server(root / "model-server", extra_env=shared | model_env))
+        warm_up(server, mic)
+        StandInModel._synthesize("Ready.", "mp3")  # loads espeak-ng in this process
+        playwright = stack.enter_context(sync_playwright())
+        browser = playwright.chromium.launch(
+            executable_path=executable, args=chromium_args(fake_mic=mic, auto_accept_mic=False)
+        )
+        context = browser.new_context(
+            base_url=server.base_url,
+            viewport={"width": WIDTH, "height": HEIGHT},
+            permissions=["microphone"],
+        )
+        context.set_default_timeout(20_000)
+        context.add_init_script(OVERLAY)
+        page = context.new_page()
+        cast = Screencast(context.new_cdp_session(page))
+        walk = Walkthrough(page, context)
+        page.goto("/signup")
+        cast.start()
+        steps = {
+            "sign up": walk.sign_up,
+            "create agents": lambda: walk.create_agents(out),
+            "chat by text": walk.chat_by_text,
+            "hold to talk": lambda: walk.hold_to_talk(mic, out),
+            "streamed voice reply": lambda: walk.streamed_voice(model_server, mic),
+            "edit and delete": walk.edit_and_delete,
+        }
+        for name, step in steps.items():
+            started = time.monotonic()
+            step()
+            print(f"{name}: {time.monotonic() - started:.1f} s", flush=True)
+        end = cast.stop()
+        browser.close()
         video = out / "demo.webm"
         duration = encode_webm(cast.frames, end, walk.sounds, video)
     for name in ("demo.webm", "screenshot-agents.png", "screenshot-chat.png"):

@@ -296,9 +296,20 @@
   }
 
   playReply.addEventListener("click", () => { player.blocked = false; playReply.hidden = true; player.next(); });
-  ptt.addEventListener("mousedown", (e) => { if (e.button === 0) startRecording(); });
-  ptt.addEventListener("mouseup", () => stopRecording(false));
-  ptt.addEventListener("mouseleave", () => stopRecording(true));
+  // The mouse is captured while held, so a layout change that moves the button under a still pointer (a reply's
+  // bubbles settling) cannot cancel the recording; releasing outside the button does.
+  ptt.addEventListener("pointerdown", (e) => {
+    if (e.pointerType !== "mouse" || e.button !== 0) return;
+    ptt.setPointerCapture(e.pointerId);
+    startRecording();
+  });
+  ptt.addEventListener("pointerup", (e) => {
+    if (e.pointerType !== "mouse") return;
+    const box = ptt.getBoundingClientRect();
+    const inside = e.clientX >= box.left && e.clientX <= box.right && e.clientY >= box.top && e.clientY <= box.bottom;
+    stopRecording(!inside);
+  });
+  ptt.addEventListener("lostpointercapture", (e) => { if (e.pointerType === "mouse") stopRecording(true); });
   ptt.addEventListener("touchstart", (e) => { e.preventDefault(); startRecording(); }, { passive: false });
   ptt.addEventListener("touchend", (e) => { e.preventDefault(); stopRecording(false); });
   ptt.addEventListener("touchcancel", () => stopRecording(true));
