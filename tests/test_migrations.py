@@ -43,7 +43,13 @@ async def test_readyz_reports_missing_and_behind_schema(empty_database: str, tmp
         await asyncio.to_thread(command.upgrade, alembic_config(empty_database), "head")
         ready = await client.get("http://test/readyz")
         assert ready.status_code == 200
-        assert ready.json() == {"status": "ready", "database": "ok", "schema": "current", "provider": "offline"}
+        assert ready.json() == {
+            "status": "ready",
+            "database": "ok",
+            "schema": "current",
+            "provider": "offline",
+            "speech_recognition": "whisper (loads on first use)",
+        }
 
         await asyncio.to_thread(command.downgrade, alembic_config(empty_database), "base")
         await asyncio.to_thread(command.stamp, alembic_config(empty_database), "base")

@@ -22,9 +22,9 @@ from webapp.config import Settings
 from webapp.main import create_app
 
 OFFLINE_LINE = (
-    "parley: provider offline — chat: canned stand-in reply (no language model), speech recognition: pocketsphinx "
-    "(en-US), speech synthesis: espeak-ng (voices: GET /api/v1/voices); set OPENAI_API_KEY (and optionally "
-    "OPENAI_BASE_URL) to use OpenAI or a compatible server"
+    "parley: provider offline — chat: canned stand-in reply (no language model), speech recognition: faster-whisper "
+    "tiny.en (English; loaded on first use; pocketsphinx if it cannot load), speech synthesis: espeak-ng (voices: GET "
+    "/api/v1/voices); set OPENAI_API_KEY (and optionally OPENAI_BASE_URL) to use OpenAI or a compatible server"
 )
 
 

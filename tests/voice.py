@@ -31,7 +31,9 @@ async def upload(
 
 
 async def finished(client: httpx.AsyncClient, turn_id: str) -> dict[str, Any]:
-    for _ in range(400):
+    # Up to 30 s: a server's first offline turn starts a recognition process and loads faster-whisper in it (~3 s on
+    # an idle 2-core machine, several times that while other test processes share the cores).
+    for _ in range(1200):
         turn: dict[str, Any] = (await client.get(f"/voice-turns/{turn_id}")).json()
         if turn["status"] in ("done", "failed", "cancelled"):
             return turn

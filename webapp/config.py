@@ -11,6 +11,7 @@ from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 TtsFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
+OfflineStt = Literal["whisper", "pocketsphinx"]
 
 
 class Settings(BaseSettings):
@@ -30,6 +31,8 @@ class Settings(BaseSettings):
     tts_model: str = Field("gpt-4o-mini-tts", min_length=1)
     tts_voice: str = Field("alloy", min_length=1)
     tts_format: TtsFormat = "mp3"
+    offline_stt: OfflineStt = "whisper"
+    """The offline provider's recogniser: faster-whisper tiny.en, or pocketsphinx (also the fallback)."""
 
     max_json_bytes: int = Field(1024 * 1024, gt=0)
     max_audio_bytes: int = Field(25 * 1024 * 1024, gt=0)

@@ -391,3 +391,11 @@ class Readiness(BaseModel):
     database: Literal["ok"]
     schema_: Literal["current"] = Field(alias="schema")
     provider: Literal["openai", "offline"]
+    speech_recognition: str = Field(
+        description=(
+            "What recognises speech, and its state: offline, `whisper (loads on first use)`, `whisper (loading)`, "
+            "`whisper`, `pocketsphinx` (OFFLINE_STT=pocketsphinx) or `pocketsphinx (fallback: <why>)`; with the "
+            "openai provider, `openai (<STT_MODEL>)`."
+        ),
+        examples=["whisper"],
+    )

@@ -56,6 +56,10 @@ class AIProvider(Protocol):
         """One line for the start-up log: which provider and engines run, and how to switch. Never a secret."""
         ...
 
+    def speech_recognition(self) -> str:
+        """What recognises speech, and its state, for `/readyz` (e.g. "whisper (loading)"). Cheap: no I/O."""
+        ...
+
     async def runs_as(self, *, model: str, voice: str) -> RunsAs:
         """The model and voice that run for an agent that stores `model` and `voice`."""
         ...

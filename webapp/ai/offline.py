@@ -1,10 +1,13 @@
 """The `offline` provider: works with no key and no network.
 
 Chat is a clearly labelled local reply generator (no language model runs), whose [bracketed notes] are shown but not
-spoken (`compose_reply`, `spoken_text`); speech uses real offline engines
-(pocketsphinx and espeak-ng, from `webapp.ai.offline_speech`), loaded on first use and run off the event loop.
-pocketsphinx holds the GIL while it decodes (seconds, for a long clip), so a thread would still stall every request:
-recognition runs in child processes instead. espeak-ng releases the GIL in its C calls, so synthesis runs in a thread.
+spoken (`compose_reply`, `spoken_text`); speech uses real offline engines, loaded on first use and run off the event
+loop: faster-whisper tiny.en (`webapp.ai.whisper`) recognises, with pocketsphinx as the fallback when it cannot load
+or when `OFFLINE_STT=pocketsphinx`, and espeak-ng speaks (`webapp.ai.offline_speech`).
+A decode is CPU work of up to seconds that holds the GIL (all of it in pocketsphinx, the Python glue between
+CTranslate2's steps in faster-whisper), so a thread would still stall every request: recognition runs in child
+processes instead, each with its own engine, loaded there on first use (`_transcribe_in_child`), so the server's own
+start-up and memory do not change. espeak-ng releases the GIL in its C calls, so synthesis runs in a thread.
 Those child processes end with the server, even one killed with SIGKILL that cleans up nothing (`_die_with_server`).
 """
 
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import logging
 import multiprocessing
 import os
 import re
@@ -22,17 +26,20 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from webapp.ai.base import ChatMessage, ChatReply, RunsAs, TokenSink, VoiceCatalog
 from webapp.audio import AudioClip, encode_pcm
-from webapp.config import Settings
+from webapp.config import OfflineStt, Settings
 from webapp.http.paths import API_PREFIX
 
 if TYPE_CHECKING:
     from webapp.ai.offline_speech import OfflineRecognizer, OfflineSynthesizer, OfflineVoices
+    from webapp.ai.whisper import WhisperRecognizer
 
-_recognizer: OfflineRecognizer | None = None  # in a recognition process: its one decoder
+log = logging.getLogger(__name__)
 
 OFFLINE_MODEL = "offline"
 PARENT_POLL_SECONDS = 0.5
@@ -116,13 +123,80 @@ def _exit_when_orphaned(server_pid: int) -> None:
     os._exit(1)
 
 
-def _transcribe_in_child(pcm16k: bytes) -> str:
-    global _recognizer
-    if _recognizer is None:
+@dataclass(frozen=True)
+class RecognitionPlan:
+    """Which recogniser a recognition process runs, sent along with every clip (it is small and picklable)."""
+
+    engine: OfflineStt
+    cpu_threads: int = 1
+    """faster-whisper's threads in each process: the cores shared out among the processes."""
+    model_dir: str | None = None
+    """faster-whisper's model folder; None: the one the hash-pinned model package installed."""
+
+
+@dataclass(frozen=True)
+class Heard:
+    """A recognition process's answer: the text, and which engine heard it (for `/readyz` and the log)."""
+
+    text: str
+    engine: str
+    """ "whisper", "pocketsphinx", or "pocketsphinx (fallback: <why>)"."""
+    fallback: str | None = None
+    """Why faster-whisper could not be used, the first time this process found out."""
+    load_seconds: float = 0.0
+    """Time this call spent loading an engine (0 once it is loaded)."""
+
+
+class _Engine:
+    """A recognition process's one recogniser, chosen on first use; pocketsphinx if faster-whisper cannot load."""
+
+    def __init__(self, plan: RecognitionPlan) -> None:
+        self.plan = plan
+        self.whisper: WhisperRecognizer | None = None
+        self.pocketsphinx: OfflineRecognizer | None = None
+        self.fallback: str | None = None
+
+    def transcribe(self, pcm16k: bytes) -> Heard:
+        started = time.perf_counter()
+        if self.plan.engine == "whisper" and self.fallback is None:
+            from webapp.ai.whisper import ModelUnavailable, WhisperRecognizer
+
+            if self.whisper is None:
+                model_dir = Path(self.plan.model_dir) if self.plan.model_dir else None
+                self.whisper = WhisperRecognizer(model_dir, cpu_threads=self.plan.cpu_threads)
+            try:
+                loaded = self.whisper.load()
+            except ModelUnavailable as exc:
+                self.whisper, self.fallback = None, str(exc)
+                return self._pocketsphinx(pcm16k, started, first_fallback=True)
+            return Heard(self.whisper.transcribe(pcm16k), "whisper", load_seconds=loaded)
+        return self._pocketsphinx(pcm16k, started, first_fallback=False)
+
+    def _pocketsphinx(self, pcm16k: bytes, started: float, *, first_fallback: bool) -> Heard:
         from webapp.ai.offline_speech import OfflineRecognizer
 
-        _recognizer = OfflineRecognizer()
-    return _recognizer.transcribe(pcm16k)
+        loading = self.pocketsphinx is None
+        if self.pocketsphinx is None:
+            self.pocketsphinx = OfflineRecognizer()
+        text = self.pocketsphinx.transcribe(pcm16k)  # loads the decoder on its first call (~0.4 s)
+        engine = "pocketsphinx" if self.fallback is None else f"pocketsphinx (fallback: {self.fallback})"
+        return Heard(
+            text,
+            engine,
+            fallback=self.fallback if first_fallback else None,
+            load_seconds=time.perf_counter() - started if loading else 0.0,
+        )
+
+
+_engine: _Engine | None = None  # in a recognition process: its one recogniser
+
+
+def _transcribe_in_child(pcm16k: bytes, plan: RecognitionPlan) -> Heard:
+    """Run in a recognition process: the text of a clip, by the engine `plan` names (loaded on its first clip)."""
+    global _engine
+    if _engine is None or _engine.plan != plan:
+        _engine = _Engine(plan)
+    return _engine.transcribe(pcm16k)
 
 
 def _load_voice_table() -> OfflineVoices:
@@ -135,21 +209,52 @@ class OfflineProvider:
     name: Literal["offline"] = "offline"
 
     def __init__(self, settings: Settings) -> None:
+        from webapp.ai import whisper  # stdlib only: importing it loads nothing of faster-whisper
+
         self._settings = settings
         self._synthesizer: OfflineSynthesizer | None = None
         self._recognizers: ProcessPoolExecutor | None = None
         self._voice_table: OfflineVoices | None = None
-        self._synthesis_slots = asyncio.Semaphore(max(1, min(settings.voice_workers, os.cpu_count() or 1)))
+        cores = os.cpu_count() or 1
+        self._workers = max(1, min(settings.voice_workers, cores))
+        """Recognition processes (one per voice worker, up to one per core), and syntheses at once."""
+        self._synthesis_slots = asyncio.Semaphore(self._workers)
         """Synthesis and encoding are CPU work: at most one per voice worker (espeak-ng itself speaks one at a time)."""
+        # Each process's faster-whisper gets its share of the cores, so that busy processes never oversubscribe them.
+        self._missing = whisper.missing() if settings.offline_stt == "whisper" else None
+        """Why faster-whisper cannot run here (a package is not installed): then pocketsphinx runs from the start."""
+        engine = "pocketsphinx" if self._missing is not None else settings.offline_stt
+        self.recognition_plan = RecognitionPlan(engine, cpu_threads=max(1, cores // self._workers))
+        self._recognition = self._idle_state()
+        self._heard_from_a_process = False
+        self._fallback_logged: str | None = None
+
+    def _idle_state(self) -> str:
+        if self._missing is not None:
+            return f"pocketsphinx (fallback: {self._missing})"
+        if self.recognition_plan.engine == "pocketsphinx":
+            return "pocketsphinx"
+        return "whisper (loads on first use)"
+
+    def speech_recognition(self) -> str:
+        """The recogniser and its state, for `/readyz`: "whisper (loads on first use)", "whisper (loading)",
+        "whisper", "pocketsphinx" (`OFFLINE_STT=pocketsphinx`), or "pocketsphinx (fallback: <why>)"."""
+        return self._recognition
 
     def describe(self) -> str:
         if self._settings.openai_api_key:
             switch = "unset AI_PROVIDER (OPENAI_API_KEY is set) to use OpenAI or a compatible server"
         else:
             switch = "set OPENAI_API_KEY (and optionally OPENAI_BASE_URL) to use OpenAI or a compatible server"
+        if self._missing is not None:
+            recognition = f"pocketsphinx (en-US), because {self._missing}"
+        elif self.recognition_plan.engine == "pocketsphinx":
+            recognition = "pocketsphinx (en-US; OFFLINE_STT=pocketsphinx)"
+        else:
+            recognition = "faster-whisper tiny.en (English; loaded on first use; pocketsphinx if it cannot load)"
         return (
-            "provider offline — chat: canned stand-in reply (no language model), speech recognition: pocketsphinx "
-            f"(en-US), speech synthesis: espeak-ng (voices: GET {API_PREFIX}/voices); {switch}"
+            f"provider offline — chat: canned stand-in reply (no language model), speech recognition: {recognition}, "
+            f"speech synthesis: espeak-ng (voices: GET {API_PREFIX}/voices); {switch}"
         )
 
     async def runs_as(self, *, model: str, voice: str) -> RunsAs:
@@ -172,10 +277,9 @@ class OfflineProvider:
         # Started on first use: a server that never hears a voice turn never pays for them. "spawn", because forking
         # a process that runs an event loop and threads is unsafe. One process per voice worker, up to one per core.
         if self._recognizers is None:
-            workers = max(1, min(self._settings.voice_workers, os.cpu_count() or 1))
             context = multiprocessing.get_context("spawn")
             self._recognizers = ProcessPoolExecutor(
-                max_workers=workers, mp_context=context, initializer=_die_with_server, initargs=(os.getpid(),)
+                max_workers=self._workers, mp_context=context, initializer=_die_with_server, initargs=(os.getpid(),)
             )
         return self._recognizers
 
@@ -202,14 +306,28 @@ class OfflineProvider:
 
     async def transcribe(self, clip: AudioClip) -> str:
         processes = self._recognition_processes()
+        if not self._heard_from_a_process and self._recognition.startswith("whisper"):
+            self._recognition = "whisper (loading)"  # until the first answer: the model loads in the process
         try:  # submitted on the loop's thread, which starts the worker: see `_die_with_server`
-            return await asyncio.get_running_loop().run_in_executor(processes, _transcribe_in_child, clip.pcm16k)
+            heard: Heard = await asyncio.get_running_loop().run_in_executor(
+                processes, _transcribe_in_child, clip.pcm16k, self.recognition_plan
+            )
         except BrokenProcessPool:
             # A recognition process died (killed, out of memory): start afresh next time, unless another call has.
             if self._recognizers is processes:
                 self._recognizers = None
+                self._heard_from_a_process = False
+                self._recognition = self._idle_state()
             processes.shutdown(wait=False)
             raise
+        self._heard_from_a_process = True
+        self._recognition = heard.engine if self._missing is None else self._idle_state()
+        if heard.fallback is not None and heard.fallback != self._fallback_logged:  # once, not once per process
+            self._fallback_logged = heard.fallback
+            log.warning("parley: speech recognition falls back to pocketsphinx: %s", heard.fallback)
+        if heard.load_seconds:
+            log.info("parley: %s loaded in a recognition process in %.1f s", heard.engine, heard.load_seconds)
+        return heard.text
 
     async def speak(self, text: str, *, voice: str) -> bytes:
         async with self._synthesis_slots:

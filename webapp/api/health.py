@@ -30,8 +30,16 @@ async def healthz() -> Liveness:
     responses=problems(NotReady),
 )
 async def readyz(runtime: RuntimeDep) -> Any:
-    """Readiness: the database answers and its schema is current."""
+    """Readiness: the database answers and its schema is current; which provider and speech recogniser answer."""
     problem = await health.check(runtime)
     if problem is not None:
         return problem_response(NotReady(problem))
-    return JSONResponse({"status": "ready", "database": "ok", "schema": "current", "provider": runtime.provider.name})
+    return JSONResponse(
+        {
+            "status": "ready",
+            "database": "ok",
+            "schema": "current",
+            "provider": runtime.provider.name,
+            "speech_recognition": runtime.provider.speech_recognition(),
+        }
+    )
