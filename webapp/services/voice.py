@@ -162,6 +162,7 @@ async def _save(runtime: Runtime, turn_id: str, **changes: Any) -> VoiceTurnRead
     async with runtime.db.write() as db:
         turn = await db.get(VoiceTurn, turn_id)
         if turn is None:
+            runtime.voice_events.publish_gone(turn_id)
             return None
         for name, value in changes.items():
             setattr(turn, name, value)

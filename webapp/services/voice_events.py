@@ -68,7 +68,7 @@ class End:
 VoiceEvent = Stage | Transcript | Token | Audio | End
 Item = VoiceTurnRead | str | None
 """What a follower's queue gets: a state, a piece of the reply, or None: "changed elsewhere, read it again"."""
-SAFETY_POLL_SECONDS = 15.0
+SAFETY_POLL_SECONDS = 5.0
 """How often a follower re-reads its turn even while changes arrive live (a message lost in transit)."""
 
 
@@ -92,6 +92,13 @@ class TurnBroker:
             queue.put_nowait(turn)
         if self.relay is not None:
             self.relay.send("state", turn.id)
+
+    def publish_gone(self, turn_id: str) -> None:
+        """The turn was deleted (with its session): its followers read it again, find it gone, and end."""
+        for queue in self._listeners.get(turn_id, ()):
+            queue.put_nowait(None)
+        if self.relay is not None:
+            self.relay.send("state", turn_id)
 
     def publish_token(self, turn_id: str, delta: str) -> None:
         for queue in self._listeners.get(turn_id, ()):
