@@ -12,7 +12,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 from webapp.errors import AudioTooLong, NoSpeechDetected, UnsupportedAudio
 
@@ -99,30 +99,19 @@ def load_clip(path: Path, *, max_seconds: float) -> AudioClip:
     audio in an accepted container or whose header or frames declare impossible parameters (see `_Budget`), and
     `AudioTooLong` (without decoding the rest) once `max_seconds` is passed, by the header's word or by decoded samples.
     """
-    import av  # imported on first use: start-up and idle memory need neither it nor numpy
-    import numpy as np
+    import numpy as np  # imported on first use (as av is): start-up and idle memory need neither
 
     size = path.stat().st_size
     if size == 0:
         raise NoSpeechDetected("The upload is empty")
     # A file object, not the path: FFmpeg would otherwise let the file name sway its guess of the container.
-    with path.open("rb") as file:
-        try:
-            # Stream probing reads and buffers packets, decoding some, up to `probesize` bytes (FFmpeg's default is
-            # 5 MB); audio headers need far less. Tags are never read, but PyAV decodes them on opening: a tag that is
-            # not UTF-8 must not fail the upload (strict decoding raised UnicodeDecodeError, a 500).
-            container = av.open(
-                file, "r", container_options={"probesize": str(_PROBE_BYTES)}, metadata_errors="replace"
-            )
-        except av.FFmpegError as exc:
-            raise UnsupportedAudio("The upload is not a recognised audio file") from exc
-        with container:
-            fmt = _CONTAINERS.get(container.format.name)
-            if fmt is None:
-                raise UnsupportedAudio(f"Unsupported file type ({container.format.long_name}); send {_ACCEPTED} audio")
-            if not container.streams.audio:
-                raise UnsupportedAudio(f"The {fmt} file has no audio track")
-            pcm = _decode(container, max_seconds)
+    with path.open("rb") as file, _open(file) as container:
+        fmt = _CONTAINERS.get(container.format.name)
+        if fmt is None:
+            raise UnsupportedAudio(f"Unsupported file type ({container.format.long_name}); send {_ACCEPTED} audio")
+        if not container.streams.audio:
+            raise UnsupportedAudio(f"The {fmt} file has no audio track")
+        pcm = _decode(container, max_seconds)
 
     samples = np.frombuffer(pcm, dtype="<i2")
     if samples.size == 0:
@@ -149,10 +138,42 @@ MAX_FRAME_SAMPLES = 65_536
 """FLAC's largest block (65,535); every other accepted codec's frames are at most 8,192 samples."""
 MAX_PACKET_BYTES = 2 * 1024 * 1024
 """A 65,535-sample FLAC frame of 8 channels at 32 bits, uncompressed, is just under this."""
-_PROBE_BYTES = 256 * 1024
+_PROBE_BYTES = (32 * 1024, 256 * 1024)
+"""How much FFmpeg may read to identify the container and its stream: a little first, which is enough for almost every
+recording (and costs a tenth as much: probing a WAV decodes as much of it as it reads), then more if that was not
+enough. FFmpeg's own default is 5 MB."""
 _STEPS_PER_SECOND = 500
 """Packets and frames allowed per second of the limit: Opus's shortest frame is 2.5 ms (400 a second)."""
 _STEPS_FLOOR = 2_000
+
+
+def _open(file: BinaryIO) -> av.container.InputContainer:
+    """The file opened as a container with a known audio stream, probing more of it only when a little is not enough.
+
+    PyAV decodes tags on opening: one that is not UTF-8 must not fail the upload (strict decoding raised a 500).
+    """
+    import av
+
+    for probe in _PROBE_BYTES:
+        file.seek(0)
+        try:
+            container = av.open(file, "r", container_options={"probesize": str(probe)}, metadata_errors="replace")
+        except av.FFmpegError as exc:
+            if probe == _PROBE_BYTES[-1]:
+                raise UnsupportedAudio("The upload is not a recognised audio file") from exc
+            continue
+        if probe == _PROBE_BYTES[-1] or _identified(container):
+            return container
+        container.close()
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _identified(container: av.container.InputContainer) -> bool:
+    """Whether the probe found one of our containers and its first audio stream's codec, rate and channels."""
+    if container.format.name not in _CONTAINERS or not container.streams.audio:
+        return False
+    codec = container.streams.audio[0].codec_context
+    return codec is not None and codec.sample_rate > 0 and codec.channels > 0
 
 
 def _decode(container: av.container.InputContainer, max_seconds: float) -> bytes:

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from sqlalchemy import Row
 
 from webapp import models
 from webapp.ai.base import ProviderName
@@ -360,7 +361,8 @@ class VoiceTurnRead(BaseModel):
     updated_at: datetime
 
     @classmethod
-    def of(cls, turn: models.VoiceTurn) -> VoiceTurnRead:
+    def of(cls, turn: models.VoiceTurn | Row[Any]) -> VoiceTurnRead:
+        """From the model or a row of the `voice_turn` table."""
         done = turn.status == "done" and turn.assistant_message_id is not None
         return cls(
             id=turn.id,

@@ -20,7 +20,7 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import SimpleNamespace
@@ -166,21 +166,21 @@ class TurnLocks:
 
     async def claim(self, lease: Lease) -> None:
         """Take the lease in a transaction of its own (for turns that work before their first write)."""
-        while True:
-            async with self._db.write() as db:
-                now = utcnow()
-                claimed = await db.execute(
-                    update(SESSION)
-                    .where(SESSION.c.id == lease.session_id, self.claim_condition())
-                    .values(self.claim_values()),
-                    self.lease_params(lease, now),
-                )
-                if claimed.rowcount == 1:  # type: ignore[attr-defined]
-                    lease.held = True
-                    return
-                if not await db.scalar(select(exists().where(SESSION.c.id == lease.session_id))):
-                    raise SessionNotFound(f"No chat session with id {lease.session_id!r}.")
+        statement = (
+            update(SESSION).where(SESSION.c.id == lease.session_id, self.claim_condition()).values(self.claim_values())
+        )
+        session_exists = select(exists().where(SESSION.c.id == lease.session_id))
+
+        def claim(connection: Connection) -> bool:
+            if connection.execute(statement, self.lease_params(lease, utcnow())).rowcount == 1:
+                return True
+            if not connection.scalar(session_exists):
+                raise SessionNotFound(f"No chat session with id {lease.session_id!r}.")
+            return False
+
+        while not await self._db.transaction(claim):
             await self.retry_later(lease)
+        lease.held = True
 
     # --- internals ---------------------------------------------------------------------------------------------------
 
@@ -213,21 +213,20 @@ class TurnLocks:
             if not tokens:
                 continue
             try:
-                async with self._db.write() as db:
-                    await db.execute(
-                        update(SESSION)
-                        .where(SESSION.c.lease_token.in_(tokens))
-                        .values(lease_expires_at=utcnow() + self._lease)
-                    )
+                await self._extend(tokens)
             except Exception:  # a passing database error must not stop later renewals
                 log.exception("renewing turn leases failed")
 
+    async def _extend(self, tokens: list[str]) -> None:
+        statement = (
+            update(SESSION).where(SESSION.c.lease_token.in_(tokens)).values(lease_expires_at=utcnow() + self._lease)
+        )
+        await self._db.transaction(lambda connection: connection.execute(statement))
+
     async def _release(self, lease: Lease) -> None:
-        async with self._db.write() as db:
-            await db.execute(
-                update(SESSION).where(SESSION.c.id == lease.session_id).values(self.release_values()),
-                self.lease_params(lease, utcnow()),
-            )
+        statement = update(SESSION).where(SESSION.c.id == lease.session_id).values(self.release_values())
+        params = self.lease_params(lease, utcnow())
+        await self._db.transaction(lambda connection: connection.execute(statement, params))
         lease.held = False
 
 
@@ -348,18 +347,22 @@ async def run(
     owner_id: str | None = None,
     on_user_stored: asyncio.Future[MessageRead] | None = None,
     on_token: TokenSink | None = None,
+    on_answer: Callable[[str], None] | None = None,
     stop: asyncio.Event | None = None,
 ) -> TurnRead:
     """One exchange, inside `runtime.locks.hold(...)`: store the question, ask the model, store the answer.
 
     A provider failure is stored as the assistant's `failed` message (its `error` says which); it is not raised.
     `on_user_stored` learns the question once it is stored; `on_token` gets the reply's pieces as they arrive (and
-    asks for a streamed reply). When `stop` is set while the model writes, the reply so far is stored `cancelled`.
+    asks for a streamed reply); `on_answer` gets the whole reply as soon as the model has written it, before it is
+    stored. When `stop` is set while the model writes, the reply so far is stored `cancelled`.
     """
     user, agent, context = await _store_question(runtime, lease, question, owner_id)
     if on_user_stored is not None:
         on_user_stored.set_result(user)
     answer = await _ask(runtime, agent, context, source=question.source, on_token=on_token, stop=stop)
+    if on_answer is not None and answer.status == "complete":
+        on_answer(answer.content)
     assistant, _ = await runtime.db.transaction(
         lambda connection: append_message(connection, runtime.locks, lease, answer)
     )

@@ -19,9 +19,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Connection, Row, Table, insert, select, update
 
 from webapp.ai.sentences import SentenceSplitter
 from webapp.audio import AudioClip, content_type_for, extension_for, join_speech, load_clip
@@ -31,23 +31,26 @@ from webapp.errors import (
     NoSpeechDetected,
     NoTurnRunning,
     SegmentNotFound,
+    SessionNotFound,
     TurnFinished,
     TurnInterrupted,
     UpstreamUnavailable,
     VoiceTurnNotFound,
 )
 from webapp.media import media_key, media_path, session_dir
-from webapp.models import Agent, ChatSession, Message, VoiceTurn
+from webapp.models import Agent, ChatSession, VoiceTurn
 from webapp.schemas import VoiceTurnRead
 from webapp.services import turns
-from webapp.services.ownership import in_session_owned_by
+from webapp.services.ownership import agent_owned_by, in_session_owned_by
 from webapp.services.runtime import Runtime, cancel_and_wait
 from webapp.services.sessions import owned_session
 from webapp.services.stops import finishes_first
+from webapp.services.turns import AGENT, MESSAGE, SESSION
 from webapp.services.voice_events import UNFINISHED, End, VoiceEvent, finished, follow
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+VOICE_TURN = cast(Table, VoiceTurn.__table__)
 
 
 # --- accepting a recording -------------------------------------------------------------------------------------------
@@ -82,15 +85,26 @@ async def _submit(runtime: Runtime, *, owner_id: str, session_id: str, upload: P
     key = media_key(session_id, f"{turn_id}.recording{extension_for(clip.format)}")
     await asyncio.to_thread(upload.rename, media_path(settings, key))
     clip = dataclasses.replace(clip, path=media_path(settings, key))
-    async with runtime.db.write() as db:
-        await owned_session(db, owner_id=owner_id, session_id=session_id)  # deleted while the upload arrived?
-        runner = runtime.name if settings.voice_runner else None  # else left for a voice runner to claim
-        turn = VoiceTurn(id=turn_id, session_id=session_id, upload_path=key, upload_format=clip.format, runner=runner)
-        db.add(turn)
-        await db.flush()
-    snapshot = VoiceTurnRead.of(turn)
+    runner = runtime.name if settings.voice_runner else None  # else left for a voice runner to claim
+
+    def store(connection: Connection) -> tuple[VoiceTurnRead, str]:
+        voice = connection.scalar(  # the session may have been deleted while the upload arrived
+            select(AGENT.c.voice)
+            .join(SESSION, SESSION.c.agent_id == AGENT.c.id)
+            .where(SESSION.c.id == session_id, agent_owned_by(owner_id))
+        )
+        if voice is None:
+            raise SessionNotFound(f"No chat session with id {session_id!r}.")
+        turn = insert(VOICE_TURN).values(
+            id=turn_id, session_id=session_id, upload_path=key, upload_format=clip.format, runner=runner
+        )
+        row = connection.execute(turn.returning(*VOICE_TURN.c)).one()
+        return VoiceTurnRead.of(row), voice
+
+    snapshot, voice = await runtime.db.transaction(store)
     if runner is not None:
-        runtime.spawn(process(runtime, turn_id=turn_id, clip=clip, accepted_at=received_at))
+        job = _Job(turn_id, session_id, key, voice, accepted_at=received_at)
+        runtime.spawn(process(runtime, turn_id=turn_id, job=job, clip=clip))
     else:
         runtime.voice_events.job_queued(turn_id)
     return snapshot
@@ -157,27 +171,33 @@ async def cancel(runtime: Runtime, *, owner_id: str, turn_id: str) -> VoiceTurnR
 # --- the pipeline ----------------------------------------------------------------------------------------------------
 
 
-async def _save(runtime: Runtime, turn_id: str, **changes: Any) -> VoiceTurnRead | None:
-    """Commit changes to the turn and publish its new state (None if the turn was deleted meanwhile)."""
-    async with runtime.db.write() as db:
-        turn = await db.get(VoiceTurn, turn_id)
-        if turn is None:
-            runtime.voice_events.publish_gone(turn_id)
-            return None
-        for name, value in changes.items():
-            setattr(turn, name, value)
-        turn.heartbeat_at = utcnow()
-        await db.flush()
-        snapshot = VoiceTurnRead.of(turn)
+async def _save(
+    runtime: Runtime, turn_id: str, *, message: tuple[str, dict[str, Any]] | None = None, **changes: Any
+) -> VoiceTurnRead | None:
+    """Commit changes to the turn (and to a `message`: its id and values, in the same transaction) and publish the
+    turn's new state (None if the turn was deleted meanwhile). One statement, one hop to the database's thread."""
+    statement = update(VOICE_TURN).where(VOICE_TURN.c.id == turn_id).values({**changes, "heartbeat_at": utcnow()})
+
+    def save(connection: Connection) -> Row[Any] | None:
+        if message is not None:
+            message_id, values = message
+            connection.execute(update(MESSAGE).where(MESSAGE.c.id == message_id).values(values))
+        return connection.execute(statement.returning(*VOICE_TURN.c)).one_or_none()
+
+    row = await runtime.db.transaction(save)
+    if row is None:
+        runtime.voice_events.publish_gone(turn_id)
+        return None
+    snapshot = VoiceTurnRead.of(row)
     runtime.voice_events.publish(snapshot)
     return snapshot
 
 
 async def _heartbeat(runtime: Runtime, turn_id: str) -> None:
+    statement = update(VOICE_TURN).where(VOICE_TURN.c.id == turn_id)
     while True:
         await asyncio.sleep(runtime.settings.voice_heartbeat_seconds)
-        async with runtime.db.write() as db:
-            await db.execute(update(VoiceTurn).where(VoiceTurn.id == turn_id).values(heartbeat_at=utcnow()))
+        await runtime.db.transaction(lambda connection: connection.execute(statement.values(heartbeat_at=utcnow())))
 
 
 @dataclass(frozen=True)
@@ -190,13 +210,12 @@ class _Job:
     """`time.perf_counter()` when the upload ended (or the turn was resumed): where `first_audio` counts from."""
 
 
-async def process(
-    runtime: Runtime, *, turn_id: str, clip: AudioClip | None = None, accepted_at: float | None = None
-) -> None:
-    """Run one turn to `done`, `failed` or `cancelled`. Never raises for a failure it can record on the turn."""
+async def process(runtime: Runtime, *, turn_id: str, job: _Job | None = None, clip: AudioClip | None = None) -> None:
+    """Run one turn to `done`, `failed` or `cancelled` (`job` and `clip` are known when it was just accepted here,
+    looked up and decoded again when it was claimed or resumed). Never raises for a failure it can record."""
     heartbeat = asyncio.create_task(_heartbeat(runtime, turn_id))
     try:
-        job = await _job(runtime, turn_id, accepted_at or time.perf_counter())
+        job = job or await _job(runtime, turn_id, time.perf_counter())
         if job is None:
             return  # deleted with its session
         with runtime.stops.track(job.session_id, voice_turn_id=turn_id) as stop:
@@ -264,9 +283,8 @@ async def _pipeline(runtime: Runtime, job: _Job, clip: AudioClip | None, stop: a
             await runtime.locks.claim(lease)  # before transcribing: a turn sent meanwhile waits for this one
             if stop.is_set():
                 raise _Stopped
-            await _save(runtime, job.turn_id, status="transcribing")
             with _timed(timings, "transcribing"):
-                transcript = (await _unless_stopped(runtime.provider.transcribe(clip), stop)).strip()
+                transcript = await _transcribe(runtime, job, clip, stop)
             if not transcript:
                 raise NoSpeechDetected("No speech was recognised in the recording.")
             await _save(runtime, job.turn_id, status="thinking", transcript=transcript, timings_ms=dict(timings))
@@ -283,6 +301,7 @@ async def _pipeline(runtime: Runtime, job: _Job, clip: AudioClip | None, stop: a
                     lease=lease,
                     question=question,
                     on_token=speaker.hear if settings.stream_voice_replies else None,
+                    on_answer=speaker.say_the_rest,
                     stop=stop,
                 )
     except _Stopped:
@@ -294,7 +313,7 @@ async def _pipeline(runtime: Runtime, job: _Job, clip: AudioClip | None, stop: a
         raise
 
     user, assistant = exchange.user_message, exchange.assistant_message
-    ids = {"user_message_id": user.id, "assistant_message_id": assistant.id}
+    ids: dict[str, Any] = {"user_message_id": user.id, "assistant_message_id": assistant.id}
     if assistant.status != "complete":
         await speaker.abort()
         if assistant.error is not None:
@@ -309,22 +328,28 @@ async def _pipeline(runtime: Runtime, job: _Job, clip: AudioClip | None, stop: a
             audio = await _joined(runtime, parts)
     except _Stopped:
         await speaker.abort()
-        async with runtime.db.write() as db:
-            await db.execute(update(Message).where(Message.id == assistant.id).values(status="cancelled"))
-        await _save(runtime, job.turn_id, status="cancelled", timings_ms=dict(timings))
+        cancelled = (assistant.id, {"status": "cancelled"})
+        await _save(runtime, job.turn_id, message=cancelled, status="cancelled", timings_ms=dict(timings))
         return
     except BaseException:
         await speaker.abort()
         raise
     key = media_key(job.session_id, f"{assistant.id}.reply{extension_for(settings.tts_format)}")
     await asyncio.to_thread(_write, media_path(settings, key), audio)
-    async with runtime.db.write() as db:
-        await db.execute(
-            update(Message)
-            .where(Message.id == assistant.id)
-            .values(audio_path=key, audio_content_type=content_type_for(settings.tts_format))
-        )
-    await _save(runtime, job.turn_id, status="done", timings_ms=dict(timings))
+    reply_audio = {"audio_path": key, "audio_content_type": content_type_for(settings.tts_format)}
+    await _save(runtime, job.turn_id, message=(assistant.id, reply_audio), status="done", timings_ms=dict(timings))
+
+
+async def _transcribe(runtime: Runtime, job: _Job, clip: AudioClip, stop: asyncio.Event) -> str:
+    """The recording's transcript; the `transcribing` stage is saved while the request is under way."""
+    heard = asyncio.ensure_future(runtime.provider.transcribe(clip))
+    try:
+        await _save(runtime, job.turn_id, status="transcribing")
+        return (await _unless_stopped(heard, stop)).strip()
+    finally:
+        if not heard.done():  # the save failed
+            heard.cancel()
+            await asyncio.gather(heard, return_exceptions=True)
 
 
 async def _joined(runtime: Runtime, parts: list[bytes]) -> bytes:
@@ -350,6 +375,7 @@ class _Speaker:
         self._ready: asyncio.Queue[tuple[str, asyncio.Task[bytes]] | None] = asyncio.Queue()
         self._publisher: asyncio.Task[list[bytes]] | None = None
         self._heard = False
+        self._finished = False
 
     def hear(self, piece: str) -> None:
         """A piece of the reply as the model writes it: passed on to followers, spoken once a sentence is complete."""
@@ -358,12 +384,19 @@ class _Speaker:
         for sentence in self._splitter.feed(piece):
             self._say(sentence)
 
-    async def finish(self, reply: str) -> list[bytes]:
-        """Speak what is left of `reply` (all of it, in one request, when it was not streamed); every segment's
-        audio, in order."""
+    def say_the_rest(self, reply: str) -> None:
+        """The model has written the whole `reply`: speak what is left of it (all of it, in one request, when it was
+        not streamed) at once, before the reply is stored."""
+        if self._finished:
+            return
+        self._finished = True
         rest = self._splitter.flush() if self._heard else [reply.strip()] if reply.strip() else []
         for sentence in rest:
             self._say(sentence)
+
+    async def finish(self, reply: str) -> list[bytes]:
+        """Every segment's audio, in order, once the whole of `reply` has been spoken."""
+        self.say_the_rest(reply)
         if self._publisher is None:  # nothing to say: an empty reply
             return []
         self._ready.put_nowait(None)
