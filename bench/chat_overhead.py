@@ -22,9 +22,10 @@ import sys
 import tempfile
 import time
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from sqlalchemy.engine import make_url
@@ -786,9 +787,6 @@ def stop_all(servers: list[Server]) -> None:
 
 
 async def amain(options: Options) -> None:
-    task = asyncio.current_task()
-    assert task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)  # clean up on SIGTERM as on Ctrl-C
     servers: list[Server] = []
     tmp = Path(tempfile.mkdtemp(prefix="parley-bench-"))
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
@@ -807,13 +805,24 @@ async def amain(options: Options) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    options = parse_args(argv)
+def run_bench(work: Coroutine[Any, Any, None]) -> None:
+    """Run a bench's main coroutine; Ctrl-C or SIGTERM cancels it, so its clean-up runs, and exits with 130."""
+
+    async def cancellable() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        await work
+
     try:
-        asyncio.run(amain(options))
+        asyncio.run(cancellable())
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("interrupted: everything it started has been stopped", file=sys.stderr)
         raise SystemExit(130) from None
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    run_bench(amain(parse_args(argv)))
 
 
 if __name__ == "__main__":

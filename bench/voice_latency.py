@@ -17,7 +17,6 @@ import json
 import math
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -40,6 +39,7 @@ from bench.chat_overhead import (
     log_tail,
     migrate,
     parley_env,
+    run_bench,
     sign_in,
     spawn,
     start_server,
@@ -294,7 +294,7 @@ def print_errors(series: Sequence[Series]) -> None:
                 print(f"  error ({one.sentences} sentences, {one.path}): {turn.error}")
 
 
-def print_targets(streamed: list[Series]) -> None:
+def print_targets(streamed: list[Series], alone: dict[int, dict[str, float]]) -> None:
     print("\n== targets (streamed path, p50) ==")
     for one in streamed:
         limit = one.scripted()[0] + FIRST_AUDIO_SLACK_MS
@@ -316,6 +316,9 @@ def print_targets(streamed: list[Series]) -> None:
             f"server overhead at C=1, {CLIP_SECONDS:g} s clip, {one.sentences:>2} sentence(s): {overhead:+6.0f} ms; "
             f"target <= {OVERHEAD_TARGET_MS:.0f} ms: {verdict(overhead, OVERHEAD_TARGET_MS)}"
         )
+        if one.sentences in alone:
+            own = overhead - upstream_extra_ms(one.sentences, alone[one.sentences])
+            print(f"  of which Parley's own (less what the fake and the SDK add by themselves): {own:+6.0f} ms")
 
 
 def no_audio_warning(series: Sequence[Series]) -> None:
@@ -353,13 +356,22 @@ async def upstream_alone(base_url: str, clip: bytes, sentences: int, rounds: int
     return {name: percentile(values[1:], 50) for name, values in times.items()}
 
 
-def print_upstream_alone(sentences: int, alone: dict[str, float]) -> None:
-    scripted_ms = {
+def scripted_calls_ms(sentences: int) -> dict[str, float]:
+    return {
         "transcription": 1000 * TRANSCRIBE_S,
         "chat": 1000 * TOKEN_S * WORDS_PER_SENTENCE * sentences,
         "speech": 1000 * SPEECH_S,
     }
-    extra = sum(alone.values()) - sum(scripted_ms.values())
+
+
+def upstream_extra_ms(sentences: int, alone: dict[str, float]) -> float:
+    """What the fake and the SDK themselves add to a turn's chain of three calls, measured from the bench."""
+    return sum(alone.values()) - sum(scripted_calls_ms(sentences).values())
+
+
+def print_upstream_alone(sentences: int, alone: dict[str, float]) -> None:
+    scripted_ms = scripted_calls_ms(sentences)
+    extra = upstream_extra_ms(sentences, alone)
     parts = ", ".join(f"{name} {alone[name]:.0f} ({scripted_ms[name]:.0f})" for name in alone)
     print(
         f"  (upstream alone, {sentences} sentence(s), through the SDK from the bench: {parts}; "
@@ -552,9 +564,6 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
 
 
 async def amain(options: Options) -> None:
-    task = asyncio.current_task()
-    assert task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)  # clean up on SIGTERM as on Ctrl-C
     servers: list[Server] = []
     tmp = Path(tempfile.mkdtemp(prefix="parley-voice-bench-"))
     bench = Bench(tmp, servers, clip_wav(), upstream_port=free_port())
@@ -576,7 +585,7 @@ async def amain(options: Options) -> None:
             print_upstream_alone(sentences, alone)
         no_audio_warning(series)
         print_stages(series)
-        print_targets([one for one in series if one.streamed])
+        print_targets([one for one in series if one.streamed], bench.alone)
         print_errors(series)
         if options.concurrency:
             await bench.concurrent(options)
@@ -587,12 +596,7 @@ async def amain(options: Options) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    options = parse_args(argv)
-    try:
-        asyncio.run(amain(options))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("interrupted: everything it started has been stopped", file=sys.stderr)
-        raise SystemExit(130) from None
+    run_bench(amain(parse_args(argv)))
 
 
 if __name__ == "__main__":

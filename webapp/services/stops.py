@@ -61,7 +61,7 @@ class Stops:
         any turn was stopped."""
         found = self.find(session_id=session_id, voice_turn_id=voice_turn_id)
         if found:
-            await self.stop(found)
+            await stop_all(found)
             return True
         if self.send is None or not elsewhere:
             return False
@@ -91,19 +91,19 @@ class Stops:
             task.add_done_callback(self._tasks.discard)
 
     async def _stop_and_answer(self, found: list[Stop], key: str) -> None:
-        await self.stop(found)
+        await stop_all(found)
         if self.send is not None:
             self.send("stopped", key)
 
-    @staticmethod
-    async def stop(found: list[Stop], *, grace_seconds: float = 10.0) -> None:
-        """Ask each to stop and wait until it has (a turn stops within one database write of being asked)."""
-        for stop in found:
-            stop.requested.set()
-        waits = [asyncio.ensure_future(stop.finished.wait()) for stop in found]
-        _, pending = await asyncio.wait(waits, timeout=grace_seconds)
-        for wait in pending:
-            wait.cancel()
+
+async def stop_all(found: list[Stop], *, grace_seconds: float = 10.0) -> None:
+    """Ask each to stop and wait until it has (a turn stops within one database write of being asked)."""
+    for stop in found:
+        stop.requested.set()
+    waits = [asyncio.ensure_future(stop.finished.wait()) for stop in found]
+    _, pending = await asyncio.wait(waits, timeout=grace_seconds)
+    for wait in pending:
+        wait.cancel()
 
 
 async def finishes_first(work: asyncio.Future[Any], stop: asyncio.Event) -> bool:
