@@ -2,7 +2,7 @@
 
 scripts/newman installs newman and calls this. The server is `e2e.server.running_server`'s: the offline engines,
 a temporary SQLite file, a free port, default rate limits (a run stays far below them: it registers its own user and
-sends 2 messages, 4 voice uploads and 1 wrong password).
+sends 2 messages, 5 voice uploads and 1 wrong password).
 """
 
 from __future__ import annotations

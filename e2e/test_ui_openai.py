@@ -15,7 +15,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from e2e.conftest import open_context, watched_page
-from e2e.server import Server, running_server
+from e2e.server import Server
 from e2e.test_ui import (
     FETCH,
     HOLD_MS,
@@ -40,29 +40,6 @@ REPLY = (
 )
 
 STORY = " ".join(f"This is sentence number {n} of a long story that goes on and on." for n in range(1, 21))
-
-
-@pytest.fixture(scope="module")
-def fake_openai() -> Iterator[FakeOpenAI]:
-    fake = FakeOpenAI()
-    fake.start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
-def upstream(fake_openai: FakeOpenAI) -> Iterator[FakeOpenAI]:
-    """The fake with its default answers and no latency; each test sets the knobs it needs."""
-    fake_openai.reset()
-    yield fake_openai
-    fake_openai.reset()
-
-
-@pytest.fixture(scope="module")
-def openai_server(tmp_path_factory: pytest.TempPathFactory, fake_openai: FakeOpenAI) -> Iterator[Server]:
-    env = {"AI_PROVIDER": "openai", "OPENAI_API_KEY": "sk-e2e", "OPENAI_BASE_URL": fake_openai.base_url}
-    with running_server(tmp_path_factory.mktemp("openai-server"), extra_env=env) as server:
-        yield server
 
 
 @pytest.fixture

@@ -1,7 +1,11 @@
 // Parley chat view: streamed text replies and push-to-talk voice turns. No build step, no dependencies.
-(() => {
-  "use strict";
-  const chat = document.getElementById("chat");
+"use strict";
+
+// One chat on screen (#chat). The sidebar swaps another chat in without a reload (templates/_sidebar.html), so the view
+// starts once per #chat element (see the end of this file), and `signal` aborts when that element has left the page:
+// listeners on `document` or `window` must be added with `{ signal }`, and what the chat had under way (a recording,
+// a voice turn's events, its playback) is let go then. A reply still streaming in finishes on the server.
+function startChat(chat, signal) {
   const sessionId = chat.dataset.sessionId;
   const csrf = document.querySelector('meta[name="csrf-token"]').content;
   const history = document.getElementById("history");
@@ -13,6 +17,7 @@
   const replyQueue = document.getElementById("reply-queue");
   const playReply = document.getElementById("play-reply");
   const crumbTitle = document.getElementById("chat-title");
+  const stopButton = document.getElementById("stop-reply");
 
   const scrollDown = () => { history.scrollTop = history.scrollHeight; };
   const showError = (text, retry) => {
@@ -48,12 +53,43 @@
     }
     placeholders.forEach((bubble) => bubble.remove());
     showTitle(data.title);
+    touchSidebar(data.title);
     scrollDown();
+  };
+  // The sidebar (beside #chat) follows a finished turn: this chat goes to the top (newest activity first), titled.
+  const touchSidebar = (title) => {
+    if (signal.aborted) return;  // another chat is on screen now
+    const item = document.querySelector(`#sidebar-chats li[data-session-id="${sessionId}"]`);
+    if (!item) return;
+    if (title) item.querySelector(".sidebar-title").textContent = title;
+    const stored = history.querySelectorAll('.message:not([data-message-id=""])').length;
+    item.querySelector(".sidebar-meta").textContent = `${stored} message${stored === 1 ? "" : "s"}`;
+    item.parentElement.prepend(item);
   };
   const problemText = async (response) => {
     try { const problem = await response.json(); return problem.detail || problem.title; }
     catch { return `Request failed (${response.status}).`; }
   };
+
+  // A rendered reply's code blocks (webapp/markdown.py) each carry a copy button: one listener serves them all, those
+  // swapped in later too (the CSP allows no inline handlers). Without the clipboard API (a page not served from a
+  // secure origin) the code is selected instead, for Ctrl+C.
+  const copyTimers = new WeakMap();
+  history.addEventListener("click", async (event) => {
+    const button = event.target.closest("button.copy-code");
+    const code = button?.closest(".code-block")?.querySelector("pre code");
+    if (!code) return;
+    const text = code.textContent.replace(/\n$/, "");
+    try {
+      await navigator.clipboard.writeText(text);
+      button.textContent = "Copied";
+    } catch {
+      getSelection().selectAllChildren(code);
+      button.textContent = "Press Ctrl+C";
+    }
+    clearTimeout(copyTimers.get(button));
+    copyTimers.set(button, setTimeout(() => { button.textContent = "Copy"; }, 2000));
+  });
 
   // Server-sent events from a fetch() body: yields {event, data} as blocks arrive.
   async function* sseEvents(response) {
@@ -78,6 +114,8 @@
   }
 
   // --- text ----------------------------------------------------------------------------------------------------------
+  let textTurn = null;  // the typed turn whose reply is streaming: {stopped}
+
   async function send(text) {
     history.querySelector(".empty-chat")?.remove();
     const pending = placeholder("user", text);
@@ -102,10 +140,19 @@
       pending.remove(); reply.remove(); input.value = text;
       return showError(await problemText(response), () => { input.value = ""; send(text); });
     }
-    for await (const { event, data } of sseEvents(response)) {
-      if (event === "token") { content.textContent += data.delta; scrollDown(); }
-      else if (event === "done" || event === "cancelled") settle(data, [pending, reply]);
-      else if (event === "error") { settle(data, [pending, reply]); showError(data.detail, () => send(text)); }
+    // The turn is under way on the server now (its question is stored): Stop can cancel it.
+    const turn = { stopped: false };
+    textTurn = turn;
+    showStop();
+    try {
+      for await (const { event, data } of sseEvents(response)) {
+        if (event === "token") { content.textContent += data.delta; scrollDown(); }
+        else if (event === "done" || event === "cancelled") settle(data, [pending, reply]);
+        else if (event === "error") { settle(data, [pending, reply]); showError(data.detail, () => send(text)); }
+      }
+    } finally {
+      if (textTurn === turn) textTurn = null;
+      showStop();
     }
     scrollDown();
   }
@@ -210,10 +257,11 @@
     add(url) {
       const audio = new Audio(url);
       audio.preload = "auto";
-      audio.addEventListener("ended", () => { audio.remove(); this.current = null; this.next(); });
+      audio.addEventListener("ended", () => { audio.remove(); this.current = null; this.next(); showStop(); });
       replyQueue.append(audio);
       this.waiting.push(audio);
       if (!this.current && !this.blocked) this.next();
+      showStop();
     },
     async next() {
       const audio = this.waiting.shift();
@@ -230,27 +278,29 @@
       this.current = null; this.waiting = []; this.blocked = false;
       replyQueue.replaceChildren();
       playReply.hidden = true;
+      showStop();
     },
     busy() { return this.current !== null || this.waiting.length > 0; },
   };
-  let activeTurn = null;  // the voice turn being followed: {events, stopped}
+  let activeTurn = null;  // the voice turn being followed: {events, stopped, replying}
 
   // Barge-in: talking while a reply is being written or spoken stops it (and the turn, which keeps what it had).
   function bargeIn() {
     player.stop();
     if (!activeTurn || activeTurn.stopped) return;
     activeTurn.stopped = true;
+    showStop();
     fetch(`/sessions/${sessionId}/cancel`, { method: "POST", headers: { "X-CSRF-Token": csrf } }).catch(() => {});
   }
 
   function follow(url) {
     const events = new EventSource(url);
-    const turn = { events, stopped: false };
+    const turn = { events, stopped: false, replying: false };
     activeTurn = turn;
     let asked = null;  // the bubbles shown before the turn's messages are stored
     let answer = null;
     const bubbles = () => [asked, answer].filter(Boolean);
-    const end = () => { events.close(); if (activeTurn === turn) activeTurn = null; };
+    const end = () => { events.close(); if (activeTurn === turn) activeTurn = null; showStop(); };
     // Accepted means it is being transcribed now; the stream's first event (the current state) may still say
     // "queued", so a stage is shown only when it moves forward.
     let reached = STAGES.indexOf("transcribing");
@@ -268,6 +318,8 @@
       answer.classList.add("streaming");
       history.append(asked, answer);
       scrollDown();
+      turn.replying = true;  // the reply is being written now: Stop can end it
+      showStop();
     });
     events.addEventListener("token", (message) => {
       if (!answer) return;
@@ -315,10 +367,68 @@
   ptt.addEventListener("touchcancel", () => stopRecording(true));
   ptt.addEventListener("keydown", (e) => {
     if (e.code === "Space" && !e.repeat) { e.preventDefault(); startRecording(); }
-    if (e.key === "Escape") stopRecording(true);
   });
   ptt.addEventListener("keyup", (e) => { if (e.code === "Space") { e.preventDefault(); stopRecording(false); } });
   ptt.addEventListener("blur", () => stopRecording(true));
-  document.addEventListener("keydown", (e) => { if (e.key === "Escape") stopRecording(true); });
+  // Esc cancels a recording in progress; otherwise it is the Stop button, while that is shown.
+  document.addEventListener("keydown", (e) => {
+    if (e.key !== "Escape" || e.isComposing) return;
+    if (recording || holding) stopRecording(true);
+    else if (!stopButton.hidden) { e.preventDefault(); stopReply(); }
+  }, { signal });
+
+  // --- stop ----------------------------------------------------------------------------------------------------------
+  // Shown while a typed reply streams, or a spoken one is written or played; it cancels the session's turn
+  // (POST /sessions/{id}/cancel, the API's session cancel): the reply so far is stored as `cancelled` and comes back
+  // in the stream's `cancelled` event, which settles the bubble as for `done`.
+  function showStop() {
+    const running = (textTurn && !textTurn.stopped) || (activeTurn?.replying && !activeTurn.stopped) || player.busy();
+    stopButton.hidden = !running;
+  }
+
+  function stopReply() {
+    if (textTurn && !textTurn.stopped) {
+      textTurn.stopped = true;
+      fetch(`/sessions/${sessionId}/cancel`, { method: "POST", headers: { "X-CSRF-Token": csrf } }).catch(() => {});
+    }
+    bargeIn();  // a voice turn, and any reply still playing
+    showStop();
+  }
+
+  stopButton.addEventListener("click", stopReply);
+  // Swapped out: no recording is sent, no event stream stays open, nothing of this chat keeps playing.
+  signal.addEventListener("abort", () => {
+    stopRecording(true);
+    activeTurn?.events.close();
+    activeTurn = null;
+    player.stop();
+  });
   scrollDown();
+}
+
+(() => {
+  // Start the chat on the page, and again whenever htmx puts another one in its place (a sidebar link, "New chat",
+  // deleting the chat on screen, the browser's back button); the one it replaced is stopped first.
+  let running = null;  // {chat, controller}
+  const start = () => {
+    const chat = document.getElementById("chat");
+    if (running?.chat === chat) return;
+    running?.controller.abort();
+    running = null;
+    if (!chat) return;
+    running = { chat, controller: new AbortController() };
+    startChat(chat, running.controller.signal);
+  };
+  start();
+  document.addEventListener("htmx:afterSettle", start);
+  document.addEventListener("htmx:historyRestore", start);
+
+  // At narrow widths the sidebar folds away behind its toggle (app.css shows it when the toggle is expanded).
+  document.addEventListener("click", (event) => {
+    const toggle = event.target.closest?.("#sidebar-toggle");
+    if (!toggle) return;
+    const open = toggle.getAttribute("aria-expanded") !== "true";
+    toggle.setAttribute("aria-expanded", String(open));
+    if (open) document.querySelector("#sidebar a[aria-current], #sidebar a, #sidebar button")?.focus();
+  });
 })();

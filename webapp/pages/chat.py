@@ -7,11 +7,13 @@ title if the turn named it. A spoken reply's sentences arrive as `audio` events,
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from markupsafe import Markup
 from sse_starlette import EventSourceResponse
 
 from webapp.deps import RuntimeDep
@@ -29,11 +31,21 @@ router = APIRouter(include_in_schema=False)
 VOICE_STAGES = sorted((name for name, rank in STAGE_ORDER.items() if rank < TERMINAL), key=STAGE_ORDER.__getitem__)
 """A voice turn's stages before it ends, in order: the page's `data-stages`, which chat.js shows as they come."""
 
+SIDEBAR_CHATS = 50
+"""How many of the agent's chats the sidebar lists (most recently active first); the agent's page has them all."""
+
 
 @router.get("/sessions/{session_id}")
 async def chat_page(session_id: str, request: Request, runtime: RuntimeDep, principal: BrowserDep) -> Response:
     owner_id = principal.user_id
     session = await sessions.get(runtime, owner_id=owner_id, session_id=session_id)
+    chats = await sessions.list_sessions(
+        runtime, owner_id=owner_id, agent_id=session.agent_id, limit=SIDEBAR_CHATS, cursor=None
+    )
+    shown = await messages.whole_history(runtime, owner_id=owner_id, session_id=session_id)
+    timings = await messages.voice_timings(runtime, owner_id=owner_id, session_id=session_id)
+    # Rendering a long history's markdown is CPU work (about 1 ms a reply): off the event loop.
+    history = await asyncio.to_thread(_messages_html, request, session.agent_name, shown, timings)
     return render(
         request,
         runtime,
@@ -41,14 +53,19 @@ async def chat_page(session_id: str, request: Request, runtime: RuntimeDep, prin
         user=await accounts.me(runtime, user_id=owner_id),
         agent_name=session.agent_name,
         session=session,
-        messages=await messages.whole_history(runtime, owner_id=owner_id, session_id=session_id),
+        chats=chats.items,
+        more_chats=chats.next_cursor is not None,
+        history=Markup(history),
         stages=VOICE_STAGES,
     )
 
 
-def _messages_html(request: Request, agent_name: str, shown: Iterable[MessageRead]) -> str:
+def _messages_html(
+    request: Request, agent_name: str, shown: Iterable[MessageRead], timings: dict[str, dict[str, int]] | None = None
+) -> str:
+    """Messages as the history shows them; `timings`: the stage bars' `timings_ms`, by assistant message id."""
     template = templates.get_template("_history.html")
-    return template.render(request=request, agent_name=agent_name, messages=list(shown))
+    return template.render(request=request, agent_name=agent_name, messages=list(shown), timings=timings or {})
 
 
 @router.post("/sessions/{session_id}/send")
@@ -96,7 +113,8 @@ async def follow_recording(turn_id: str, request: Request, runtime: RuntimeDep, 
             return {"html": "", "title": None, "reply_audio_url": None}
         ids = (turn.user_message_id, turn.assistant_message_id)
         shown = await messages.get_many(runtime, owner_id=owner_id, ids=ids)
-        html = _messages_html(request, session.agent_name, shown)  # the title: the turn's message may have named it
+        timings = {turn.assistant_message_id: turn.timings_ms} if turn.assistant_message_id else {}
+        html = _messages_html(request, session.agent_name, shown, timings)  # the title: the turn may have named it
         return {"html": html, "title": session.title, "reply_audio_url": turn.reply_audio_url}
 
     events = voice.follow_turn(runtime, owner_id=owner_id, turn_id=turn_id)

@@ -18,6 +18,8 @@ from pydantic import BaseModel, ValidationError
 from webapp.deps import CSRF_COOKIE, SESSION_COOKIE, RuntimeDep, browser_principal, session_principal
 from webapp.errors import AppError, ValidationFailed
 from webapp.http import problems
+from webapp.markdown import render_markdown
+from webapp.pages.charts import activity_chart, duration, voice_timeline
 from webapp.schemas import AgentCreate, MessageCreate, RegisterRequest
 from webapp.services import accounts
 from webapp.services.accounts import Principal
@@ -55,7 +57,11 @@ FIELD_LIMITS = {
 """The forms' length limits, from the input models the routes validate with (`limits.prompt.maxLength`)."""
 
 templates.env.filters["timestamp"] = _time_element
+templates.env.filters["markdown"] = render_markdown  # an assistant reply, sanitised (webapp/markdown.py)
 templates.env.globals["limits"] = FIELD_LIMITS
+templates.env.globals["voice_timeline"] = voice_timeline  # _timings.html: a voice reply's stage bar
+templates.env.globals["activity_chart"] = activity_chart  # _activity.html: an agent's last 30 days
+templates.env.filters["duration"] = duration
 
 
 M = TypeVar("M", bound=BaseModel)

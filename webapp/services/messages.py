@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from webapp.errors import AudioNotFound, MessageNotFound
 from webapp.media import media_path
-from webapp.models import Message
+from webapp.models import Message, VoiceTurn
 from webapp.schemas import MessageRead, Page
 from webapp.services.ownership import in_session_owned_by
 from webapp.services.pagination import keyset_page
@@ -40,6 +40,20 @@ async def whole_history(runtime: Runtime, *, owner_id: str, session_id: str) -> 
         await owned_session(db, owner_id=owner_id, session_id=session_id)
         found = await db.scalars(select(Message).where(Message.session_id == session_id).order_by(Message.seq))
         return [MessageRead.of(message) for message in found]
+
+
+async def voice_timings(runtime: Runtime, *, owner_id: str, session_id: str) -> dict[str, dict[str, int]]:
+    """`assistant message id → timings_ms` of the session's voice turns that have a reply: one query for the page's
+    stage bars, whatever the number of messages."""
+    async with runtime.db.read() as db:
+        rows = await db.execute(
+            select(VoiceTurn.assistant_message_id, VoiceTurn.timings_ms).where(
+                VoiceTurn.session_id == session_id,
+                VoiceTurn.assistant_message_id.is_not(None),
+                in_session_owned_by(VoiceTurn.session_id, owner_id),
+            )
+        )
+        return {str(message_id): dict(timings or {}) for message_id, timings in rows}
 
 
 async def get_many(runtime: Runtime, *, owner_id: str, ids: Iterable[str | None]) -> list[MessageRead]:
