@@ -7,6 +7,7 @@ Contexts get the microphone permission explicitly; a context without it is refus
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,17 @@ from e2e.server import REPO, Server, chromium_args, make_fake_mic_wav, require_c
 from tests.fake_openai import FakeOpenAI
 
 ARTIFACTS = REPO / "test-results"
+
+
+def save_screenshot(page: Page, name: str, *, full_page: bool = False) -> None:
+    """The page as `name`.png in test-results/, or in `E2E_SCREENSHOTS` (`E2E_SCREENSHOTS=docs` refreshes the
+    screenshots committed under docs/)."""
+    folder = Path(os.environ.get("E2E_SCREENSHOTS") or ARTIFACTS)
+    folder = folder if folder.is_absolute() else REPO / folder
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / f"{name}.png"), full_page=full_page)
+
+
 VIEWPORT: ViewportSize = {"width": 1280, "height": 800}
 
 expect.set_options(timeout=10_000)

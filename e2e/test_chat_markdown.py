@@ -11,17 +11,15 @@ Screenshots of both, at 1280 and 390 px wide, go to `test-results/`, or to the f
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Dialog, Locator, Page, expect
 
-from e2e.conftest import ARTIFACTS, open_context, watched_page
-from e2e.server import REPO, Server
+from e2e.conftest import open_context, save_screenshot, watched_page
+from e2e.server import Server
 from e2e.test_ui import chat_ready, squash
 from tests.fake_openai import FakeOpenAI
 
@@ -63,13 +61,6 @@ HOSTILE = """Here you go: <script>window.__xss = "script"; alert("script")</scri
 """
 
 STORY = " ".join(f"Sentence {n} of a long and winding story that goes on and on." for n in range(1, 61))
-
-
-def screenshot_dir() -> Path:
-    folder = Path(os.environ.get("E2E_SCREENSHOTS") or ARTIFACTS)
-    folder = folder if folder.is_absolute() else REPO / folder
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 @pytest.fixture
@@ -134,7 +125,7 @@ def test_a_markdown_reply_renders_as_html_and_its_code_copies(chat_page: Page, u
 
     no_page_overflow(page)
     reply.scroll_into_view_if_needed()
-    page.screenshot(path=str(screenshot_dir() / "chat-markdown-1280.png"))
+    save_screenshot(page, "chat-markdown-1280")
 
     # The history renders it the same way after a reload; at 390 px wide tables and code scroll inside the bubble.
     page.set_viewport_size(NARROW)
@@ -148,7 +139,7 @@ def test_a_markdown_reply_renders_as_html_and_its_code_copies(chat_page: Page, u
     bubble = reply.bounding_box()
     assert bubble and bubble["x"] + bubble["width"] <= NARROW["width"], bubble
     reply.locator("table").scroll_into_view_if_needed()
-    page.screenshot(path=str(screenshot_dir() / "chat-markdown-390.png"))
+    save_screenshot(page, "chat-markdown-390")
 
 
 def test_script_and_onerror_in_a_reply_are_inert(chat_page: Page, upstream: FakeOpenAI) -> None:
@@ -179,6 +170,11 @@ def test_script_and_onerror_in_a_reply_are_inert(chat_page: Page, upstream: Fake
         assert dialogs == [], dialogs
         page.reload()
         reply = page.locator('#history .message[data-role="assistant"]').last
+    reply.scroll_into_view_if_needed()
+    save_screenshot(page, "chat-inert-html-1280")
+    page.set_viewport_size(NARROW)
+    reply.scroll_into_view_if_needed()
+    save_screenshot(page, "chat-inert-html-390")
 
 
 def stop_and_time(page: Page, reply: Locator, stop: Callable[[], object]) -> float:
@@ -224,7 +220,7 @@ def test_stop_and_esc_end_a_slow_streamed_reply(chat_page: Page, upstream: FakeO
     page.wait_for_function(
         "() => document.querySelector('#history .streaming .content')?.textContent.split(' ').length > 6"
     )
-    page.screenshot(path=str(screenshot_dir() / "chat-stop-1280.png"))
+    save_screenshot(page, "chat-stop-1280")
     took = stop_and_time(page, reply, stop_button.click)
     print(f"stop button: the reply settled as cancelled {took * 1000:.0f} ms after the click")
     assert took < STOP_WITHIN_S, f"the reply took {took:.2f} s to stop"
@@ -239,7 +235,7 @@ def test_stop_and_esc_end_a_slow_streamed_reply(chat_page: Page, upstream: FakeO
     page.wait_for_function(
         "() => document.querySelector('#history .streaming .content')?.textContent.split(' ').length > 6"
     )
-    page.screenshot(path=str(screenshot_dir() / "chat-stop-390.png"))
+    save_screenshot(page, "chat-stop-390")
     no_page_overflow(page)
     took = stop_and_time(page, reply, lambda: page.keyboard.press("Escape"))
     print(f"Esc: the reply settled as cancelled {took * 1000:.0f} ms after the key")

@@ -6,26 +6,19 @@ docs/agent-chart-1280.png)."""
 
 from __future__ import annotations
 
-import os
 import re
 import sqlite3
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from playwright.sync_api import Locator, Page, expect
 
-from e2e.server import REPO, Server
+from e2e.conftest import save_screenshot
+from e2e.server import Server
 from e2e.test_ui import VOICE_TIMEOUT_MS, create_agent, open_new_chat, sign_up, talk
 
-SCREENSHOTS = os.environ.get("E2E_SCREENSHOTS")
 NARROW = {"width": 390, "height": 844}
 WIDE = {"width": 1280, "height": 800}
-
-
-def shoot(page: Page, name: str, *, full_page: bool = False) -> None:
-    if SCREENSHOTS:
-        page.screenshot(path=str(Path(REPO / SCREENSHOTS / f"{name}.png")), full_page=full_page)
 
 
 def session_id(page: Page) -> str:
@@ -88,7 +81,7 @@ def test_the_sidebar_switches_chats_without_a_reload(page: Page) -> None:
     reply = send(page, "Still here?")
     expect(reply.locator(".content")).to_contain_text("Still here?")
     expect(page.locator('#history .message[data-role="assistant"]')).to_have_count(2)
-    shoot(page, "chat-sidebar-1280")
+    save_screenshot(page, "chat-sidebar-1280")
 
     # The browser's back button comes back to the other chat, asked again from the server, still without a reload.
     page.go_back()
@@ -132,7 +125,7 @@ def test_the_sidebar_folds_away_on_a_phone(page: Page) -> None:
     expect(toggle).to_be_visible()
     expect(sidebar).to_be_hidden()
     expect(page.locator("#message-input")).to_be_visible()
-    shoot(page, "chat-sidebar-390")
+    save_screenshot(page, "chat-sidebar-390")
 
     no_reload_marker(page)
     toggle.click()
@@ -143,7 +136,7 @@ def test_the_sidebar_folds_away_on_a_phone(page: Page) -> None:
     second = session_id(page)
     expect(sidebar).to_be_hidden()  # a chosen chat folds it away again
     page.locator("#sidebar-toggle").click()
-    shoot(page, "chat-sidebar-390-open")
+    save_screenshot(page, "chat-sidebar-390-open")
     sidebar_link(page, first).click()
     expect(page).to_have_url(re.compile(rf"/sessions/{first}$"))
     expect(page.locator("#history")).to_contain_text("What is a half of a half?")
@@ -179,12 +172,12 @@ def test_a_voice_reply_shows_its_stage_bar(page: Page) -> None:
     text_reply = page.locator('#history .message[data-role="assistant"][data-source="text"]')
     expect(text_reply.locator(".text-timings")).to_contain_text("tokens")
     page.locator("#message-input").focus()
-    shoot(page, "chat-timings-1280")
+    save_screenshot(page, "chat-timings-1280")
     page.reload()
     check_bar()  # from the history
     page.set_viewport_size(NARROW)
     reply.scroll_into_view_if_needed()
-    shoot(page, "chat-timings-390")
+    save_screenshot(page, "chat-timings-390")
 
 
 def body_background(page: Page) -> tuple[int, ...]:
@@ -209,9 +202,9 @@ def test_dark_mode_follows_the_system(page: Page) -> None:
     text = page.evaluate("getComputedStyle(document.querySelector('.message .content')).color")
     assert luminance(tuple(int(part) for part in re.findall(r"\d+", text)[:3])) > 0.6, text  # light text on it
     page.locator("#message-input").focus()  # a visible focus ring in the screenshot
-    shoot(page, "chat-dark-1280")
+    save_screenshot(page, "chat-dark-1280")
     page.set_viewport_size(NARROW)
-    shoot(page, "chat-dark-390")
+    save_screenshot(page, "chat-dark-390")
 
     page.emulate_media(color_scheme="light")
     assert luminance(body_background(page)) > 0.8
@@ -255,4 +248,7 @@ def test_the_agent_page_charts_its_last_30_days(page: Page, server: Server) -> N
         expect(days.nth(29 - days_ago)).to_have_attribute("data-turns", str(earlier[days_ago]))
     expect(days.nth(29 - 5)).to_have_attribute("data-median-ms", "")  # an empty day: no median
     expect(page.locator(".activity")).to_contain_text(f"{3 + sum(earlier.values())} turns in the last 30 days")
-    shoot(page, "agent-chart-1280", full_page=True)
+    save_screenshot(page, "agent-chart-1280", full_page=True)
+    page.set_viewport_size(NARROW)
+    expect(chart).to_be_visible()
+    save_screenshot(page, "agent-chart-390", full_page=True)
