@@ -16,6 +16,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, ViewportSize, expect, sync_playwright
 
 from e2e.server import REPO, Server, chromium_args, make_fake_mic_wav, require_chromium, running_server
+from tests.conftest import fake_openai_server, upstream  # noqa: F401  (fixtures: one fake upstream per run)
 from tests.fake_openai import FakeOpenAI
 
 ARTIFACTS = REPO / "test-results"
@@ -112,27 +113,14 @@ def watched_page(context: BrowserContext, server: Server, request: pytest.Fixtur
     assert not errors, f"uncaught errors in the page: {errors}"
 
 
-# --- the openai provider against the fake upstream (one fake and one server per test module) ----------------------
+# --- the openai provider against the fake upstream (tests/conftest.py's; one server per test module) ---------------
 
 
 @pytest.fixture(scope="module")
-def fake_openai() -> Iterator[FakeOpenAI]:
-    fake = FakeOpenAI()
-    fake.start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
-def upstream(fake_openai: FakeOpenAI) -> Iterator[FakeOpenAI]:
-    """The fake with its default answers and no latency; each test sets the knobs it needs."""
-    fake_openai.reset()
-    yield fake_openai
-    fake_openai.reset()
-
-
-@pytest.fixture(scope="module")
-def openai_server(tmp_path_factory: pytest.TempPathFactory, fake_openai: FakeOpenAI) -> Iterator[Server]:
-    env = {"AI_PROVIDER": "openai", "OPENAI_API_KEY": "sk-e2e", "OPENAI_BASE_URL": fake_openai.base_url}
+def openai_server(
+    tmp_path_factory: pytest.TempPathFactory,
+    fake_openai_server: FakeOpenAI,  # noqa: F811  (the fixture imported above)
+) -> Iterator[Server]:
+    env = {"AI_PROVIDER": "openai", "OPENAI_API_KEY": "sk-e2e", "OPENAI_BASE_URL": fake_openai_server.base_url}
     with running_server(tmp_path_factory.mktemp("openai-server"), extra_env=env) as server:
         yield server

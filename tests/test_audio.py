@@ -80,6 +80,30 @@ def test_browser_webm_without_a_duration_is_measured_by_decoding(tmp_path: Path)
     assert clip.duration_s == pytest.approx(duration_s(pcm, rate), abs=0.15)
 
 
+def _with_big_metadata(data: bytes, fmt: str, size: int) -> bytes:
+    """`data` remuxed with a `size`-byte comment in its container's own tags (an MP3's as an ID3v2 tag in front)."""
+    buffer = io.BytesIO()
+    with av.open(io.BytesIO(data)) as source, av.open(buffer, "w", format=source.format.name.split(",")[0]) as out:
+        out.metadata["comment"] = "x" * size
+        stream = out.add_stream_from_template(source.streams.audio[0])
+        for packet in source.demux(source.streams.audio[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["webm", "ogg", "wav", "mp3", "m4a", "flac"])
+def test_tags_far_larger_than_the_probe_do_not_hide_the_audio(tmp_path: Path, fmt: str) -> None:
+    """The probe reads 32 KiB; a recording whose tags take 200 KB (cover art, a long comment) still loads whole."""
+    plain = tone(fmt, 2.0)
+    tagged = _with_big_metadata(plain, fmt, 200_000)
+    assert len(tagged) > len(plain) + 200_000
+    clip = load_clip(_save(tmp_path, tagged), max_seconds=30)
+    assert clip.format == SNIFFED[fmt]
+    assert clip.duration_s == pytest.approx(2.0, abs=0.1)
+
+
 def test_empty_upload_is_no_speech(tmp_path: Path) -> None:
     with pytest.raises(NoSpeechDetected, match="empty"):
         load_clip(_save(tmp_path, b""), max_seconds=30)

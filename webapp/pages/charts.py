@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from webapp.services.stats import DayActivity
 
-VOICE_STAGES = (("transcribing", "transcribe"), ("thinking", "think"), ("speaking", "speak"))
+BAR_STAGES = (("transcribing", "transcribe"), ("thinking", "think"), ("speaking", "speak"))
 """`timings_ms` keys of a voice turn's consecutive stages, and what the bar calls them."""
 
 
@@ -52,7 +52,7 @@ def voice_timeline(timings: Mapping[str, int] | None) -> VoiceTimeline | None:
     first audio as a mark (it counts from the end of the upload); None when nothing was timed."""
     if not timings:
         return None
-    timed = [(key, label, max(int(timings[key]), 0)) for key, label in VOICE_STAGES if key in timings]
+    timed = [(key, label, max(int(timings[key]), 0)) for key, label in BAR_STAGES if key in timings]
     if not timed:
         return None
     total = sum(ms for _, _, ms in timed)

@@ -324,7 +324,7 @@ async def _pipeline(runtime: Runtime, job: _Job, clip: AudioClip | None, stop: a
     await _save(runtime, job.turn_id, status="speaking", reply_text=assistant.content, timings_ms=dict(timings), **ids)
     try:
         with _timed(timings, "speaking"):
-            parts = await _unless_stopped(speaker.finish(assistant.content), stop)
+            parts = await _unless_stopped(speaker.finish(), stop)
             audio = await _joined(runtime, parts)
     except _Stopped:
         await speaker.abort()
@@ -375,7 +375,6 @@ class _Speaker:
         self._ready: asyncio.Queue[tuple[str, asyncio.Task[bytes]] | None] = asyncio.Queue()
         self._publisher: asyncio.Task[list[bytes]] | None = None
         self._heard = False
-        self._finished = False
 
     def hear(self, piece: str) -> None:
         """A piece of the reply as the model writes it: passed on to followers, spoken once a sentence is complete."""
@@ -385,18 +384,14 @@ class _Speaker:
             self._say(sentence)
 
     def say_the_rest(self, reply: str) -> None:
-        """The model has written the whole `reply`: speak what is left of it (all of it, in one request, when it was
-        not streamed) at once, before the reply is stored."""
-        if self._finished:
-            return
-        self._finished = True
+        """The model has written the whole `reply` (`turns.run`'s `on_answer`, before the reply is stored): speak what
+        is left of it, or all of it in one request when it was not streamed."""
         rest = self._splitter.flush() if self._heard else [reply.strip()] if reply.strip() else []
         for sentence in rest:
             self._say(sentence)
 
-    async def finish(self, reply: str) -> list[bytes]:
-        """Every segment's audio, in order, once the whole of `reply` has been spoken."""
-        self.say_the_rest(reply)
+    async def finish(self) -> list[bytes]:
+        """Every segment's audio, in order, once the whole reply (`say_the_rest`) has been spoken."""
         if self._publisher is None:  # nothing to say: an empty reply
             return []
         self._ready.put_nowait(None)
